@@ -1,0 +1,105 @@
+/*
+ * heaptrace.h - the one header shared by the BPF programs (bpf/heaptrace.c)
+ * and the Python front end (tracer/layout.py parses the #defines and mirrors
+ * the structs; a test checks the sizes agree).
+ *
+ * Limits are defaults: the front end overrides them with -D at load time
+ * (settings flow one way, before load). Each says why it is that size.
+ */
+#ifndef HEAPTRACE_H
+#define HEAPTRACE_H
+
+/* Frames stored per stack: the allocator's caller (the return address at
+ * [sp] on entry, exact without frame pointers) plus a frame-pointer walk.
+ * 16 covers the useful depth of most services; each frame costs one
+ * bpf_probe_read_user on every traced allocation. */
+#ifndef MAX_DEPTH
+#define MAX_DEPTH 16
+#endif
+
+/* Live allocations tracked at once, over all targets. 4,194,304 >= the
+ * 4,000,000 live blocks a busy service holds; the map is not preallocated,
+ * so memory is used per live block (~100 B) plus 16 B per bucket at load. */
+#ifndef MAX_ALLOCS
+#define MAX_ALLOCS 4194304
+#endif
+
+/* Distinct (process, stack) pairs. Call sites are few compared with blocks;
+ * 65536 leaves room for deep, varied stacks in many processes. */
+#ifndef MAX_SITES
+#define MAX_SITES 65536
+#endif
+
+/* Threads inside an allocator call at the same moment (entry seen, return
+ * not yet). Bounded by runnable threads, not by allocations. */
+#ifndef MAX_INFLIGHT
+#define MAX_INFLIGHT 16384
+#endif
+
+/* The page size, for pvalloc's rounding (the front end passes the real
+ * one from sysconf). */
+#ifndef HT_PAGE_SIZE
+#define HT_PAGE_SIZE 4096
+#endif
+
+/* A frame pointer further than this above the stack pointer is not a frame
+ * of this thread's stack (8 MiB is the default main-thread stack limit). */
+#define STACK_SPAN (8ULL << 20)
+
+/* How far below the operator new frame an allocator entry may be and still
+ * be the allocation that operator new made (its own frame is < 128 B). */
+#define NEW_NEST_SPAN 512
+
+/* Allocator entry points. The return handler is shared; the kind says how
+ * to read the size and the pointer. */
+#define K_MALLOC 1         /* malloc(size), valloc(size) */
+#define K_CALLOC 2         /* calloc(n, size) */
+#define K_REALLOC 3        /* realloc(ptr, size) */
+#define K_REALLOCARRAY 4   /* reallocarray(ptr, n, size) */
+#define K_MEMALIGN 5       /* memalign(align, size), aligned_alloc(align, size) */
+#define K_POSIX_MEMALIGN 6 /* posix_memalign(&ptr, align, size) -> int */
+#define K_PVALLOC 7        /* pvalloc(size): rounded up to a page */
+
+/* Counters in the per-CPU stats array. The LOST_* ones are data heaptrace
+ * could not keep and are always shown to the user. */
+#define STAT_LOST_ALLOC_MAP_FULL 0 /* block not tracked: allocs map full */
+#define STAT_LOST_SITE_MAP_FULL 1  /* block not charged: sites map full */
+#define STAT_LOST_STACK_MAP_FULL 2 /* stack not stored: shown as [lost] */
+#define STAT_LOST_INFLIGHT_FULL 3  /* call not seen: in-flight map full */
+#define STAT_UNKNOWN_FREE 4        /* free of a block from before attach */
+#define STAT_FAILED_ALLOC 5        /* allocator returned NULL / error */
+#define STAT_NR 8
+
+struct alloc_key {
+    __u32 tgid;
+    __u32 pad;
+    __u64 addr;
+};
+
+struct alloc_info {
+    __u64 size;
+    __u64 stack; /* stack hash: key into sites and stacks with the tgid */
+    __u64 ts;    /* bpf_ktime_get_ns() at allocation, for --min-age */
+};
+
+struct site_key {
+    __u32 tgid;
+    __u32 pad;
+    __u64 stack;
+};
+
+struct site_val {
+    __s64 live_bytes;
+    __s64 live_allocs;
+    __u64 alloc_bytes;
+    __u64 allocs;
+    __u64 frees;
+};
+
+struct stack_val {
+    __u32 depth;
+    __u32 pad;
+    __u64 ip[MAX_DEPTH];
+};
+
+#endif /* HEAPTRACE_H */

@@ -1,0 +1,2 @@
+"""heaptrace: eBPF memory allocation tracer."""
+__version__ = "0.1.0"

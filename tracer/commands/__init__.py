@@ -1,0 +1,1 @@
+"""One module per subcommand; each has ``prepare_parser`` and ``run``."""

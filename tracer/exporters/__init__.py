@@ -1,0 +1,1 @@
+"""Writers of session data to files, one module per format."""

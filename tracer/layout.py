@@ -1,0 +1,96 @@
+"""The kernel/user contract: constants and struct layouts from bpf/heaptrace.h.
+
+The header is the single source of truth. This module reads its ``#define``
+lines and mirrors its structs with :mod:`struct` formats; the decoders turn
+the raw bytes of map keys and values into plain tuples. A test checks the
+sizes against what bcc compiled, so a field added on one side only fails.
+"""
+from __future__ import annotations
+
+import re
+import struct
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+BPF_DIR = Path(__file__).resolve().parent.parent / "bpf"
+HEADER = BPF_DIR / "heaptrace.h"
+PROGRAM = BPF_DIR / "heaptrace.c"
+
+
+@lru_cache(maxsize=None)
+def constants(header: str = str(HEADER)) -> dict[str, int]:
+    """Every ``#define NAME <integer>`` of the header (first definition wins)."""
+    out: dict[str, int] = {}
+    for m in re.finditer(r"^\s*#define\s+(\w+)\s+\(?\s*(\d+)(?:ULL|UL|U|LL)?\s*(?:<<\s*(\d+)\s*)?\)?",
+                         Path(header).read_text(), re.M):
+        name, val, shift = m.group(1), int(m.group(2)), m.group(3)
+        out.setdefault(name, val << int(shift) if shift else val)
+    return out
+
+
+C = constants()
+MAX_DEPTH_DEFAULT = C["MAX_DEPTH"]
+
+# struct alloc_key / site_key: {u32 tgid; u32 pad; u64 addr-or-stack}
+KEY = struct.Struct("<IIQ")
+# struct alloc_info: {u64 size; u64 stack; u64 ts}
+ALLOC_INFO = struct.Struct("<QQQ")
+# struct site_val: {s64 live_bytes; s64 live_allocs; u64 alloc_bytes; u64 allocs; u64 frees}
+SITE_VAL = struct.Struct("<qqQQQ")
+
+
+def stack_val(depth: int = MAX_DEPTH_DEFAULT) -> struct.Struct:
+    """struct stack_val: {u32 depth; u32 pad; u64 ip[MAX_DEPTH]}."""
+    return struct.Struct(f"<II{depth}Q")
+
+
+LOST_STATS = {
+    C["STAT_LOST_ALLOC_MAP_FULL"]: "blocks not tracked (allocation map full: raise --max-allocs)",
+    C["STAT_LOST_SITE_MAP_FULL"]: "blocks not charged (site map full: raise --max-sites)",
+    C["STAT_LOST_STACK_MAP_FULL"]: "stacks not stored (stack map full: raise --max-sites)",
+    C["STAT_LOST_INFLIGHT_FULL"]: "calls not seen (in-flight map full)",
+}
+
+
+@dataclass(frozen=True)
+class SiteCounts:
+    live_bytes: int
+    live_allocs: int
+    alloc_bytes: int
+    allocs: int
+    frees: int
+
+    def __add__(self, o: "SiteCounts") -> "SiteCounts":
+        return SiteCounts(self.live_bytes + o.live_bytes, self.live_allocs + o.live_allocs,
+                          self.alloc_bytes + o.alloc_bytes, self.allocs + o.allocs,
+                          self.frees + o.frees)
+
+
+ZERO = SiteCounts(0, 0, 0, 0, 0)
+
+
+def decode_key(raw: bytes) -> tuple[int, int]:
+    """(tgid, addr-or-stack) from an alloc_key or site_key."""
+    tgid, _pad, v = KEY.unpack(raw)
+    return tgid, v
+
+
+def decode_site(raw: bytes) -> SiteCounts:
+    return SiteCounts(*SITE_VAL.unpack(raw))
+
+
+def decode_alloc(raw: bytes) -> tuple[int, int, int]:
+    """(size, stack, ts_ns) of an alloc_info."""
+    return ALLOC_INFO.unpack(raw)  # type: ignore[return-value]
+
+
+def decode_stack(raw: bytes, depth: int = MAX_DEPTH_DEFAULT) -> tuple[int, ...]:
+    """The frames of a stack_val, innermost (the allocator's caller) first."""
+    fields = stack_val(depth).unpack(raw)
+    n = max(0, min(fields[0], depth))
+    return tuple(fields[2:2 + n])
+
+
+def sum_percpu(values: list[int]) -> int:
+    return int(sum(values))

@@ -1,0 +1,159 @@
+"""The snapshot model and the pure functions that build it from drained data.
+
+drain (raw bytes) -> :func:`build_snapshot` -> Snapshot -> views / exporters.
+Nothing here touches bcc, /proc or the clock: tests feed it plain values.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Callable, Iterable, Mapping
+
+from .layout import ZERO, SiteCounts
+
+LOST_STACK = "[lost stack]"
+
+
+@dataclass(frozen=True)
+class Site:
+    pid: int
+    comm: str
+    source: str                 # "malloc" (the malloc family) or "mmap"
+    callsite: str               # innermost frame outside the allocator
+    frames: tuple[str, ...]     # innermost first
+    counts: SiteCounts
+
+    @property
+    def key(self) -> tuple[int, str, tuple[str, ...]]:
+        return (self.pid, self.source, self.frames)
+
+    @property
+    def folded(self) -> str:
+        """Frames outermost first, joined by ';' (folded-stack convention)."""
+        return ";".join(reversed(self.frames))
+
+
+@dataclass
+class Process:
+    pid: int
+    comm: str
+    exited: bool = False
+    sites: list[Site] = field(default_factory=list)
+
+    @property
+    def totals(self) -> SiteCounts:
+        t = ZERO
+        for s in self.sites:
+            t = t + s.counts
+        return t
+
+
+@dataclass
+class Snapshot:
+    timestamp: datetime
+    processes: dict[int, Process]
+    lost: dict[str, int] = field(default_factory=dict)   # what could not be kept, by reason
+    unknown_frees: int = 0                              # frees of blocks from before attach
+    failed_allocs: int = 0
+
+    def site_index(self) -> dict[tuple, Site]:
+        return {s.key: s for p in self.processes.values() for s in p.sites}
+
+
+@dataclass(frozen=True)
+class ResolvedStack:
+    frames: tuple[str, ...]   # symbolized, garbage frames already cut
+    callsite: str
+
+
+def resolve_stack(ips: tuple[int, ...], *, frame: Callable[[int], str],
+                  executable: Callable[[int], bool], allocator: Callable[[int], bool]) -> ResolvedStack:
+    """Symbolize a raw stack and cut it where the frame-pointer walk went astray.
+
+    ``ips[0]`` is the return address read at the allocator's entry: always a
+    real frame. The later ones come from a frame-pointer walk, which in code
+    without frame pointers yields garbage: keep them only while each points
+    into an executable mapping, so one call site never splits into many.
+    """
+    if not ips:
+        return ResolvedStack((LOST_STACK,), LOST_STACK)
+    kept = [ips[0]]
+    for ip in ips[1:]:
+        if not executable(ip):
+            break
+        kept.append(ip)
+    frames = tuple(frame(ip) for ip in kept)
+    callsite = frames[0]
+    for ip, name in zip(kept, frames):
+        if not allocator(ip):
+            callsite = name
+            break
+    return ResolvedStack(frames, callsite)
+
+
+def build_snapshot(timestamp: datetime,
+                   sites: Iterable[tuple[int, int, SiteCounts]],
+                   stacks: Mapping[tuple[int, int], ResolvedStack],
+                   comms: Mapping[int, str],
+                   exited: Iterable[int] = (),
+                   stats: Mapping[str, int] | None = None,
+                   pids: Iterable[int] = ()) -> Snapshot:
+    """Merge per-(tgid, stack hash) kernel counts into per-site rows.
+
+    Several kernel stacks that resolve to the same frames (garbage cut off)
+    become one row. ``pids`` are processes to show even with no site yet.
+    """
+    exited = set(exited)
+    procs: dict[int, Process] = {}
+    merged: dict[tuple[int, tuple[str, ...]], tuple[str, SiteCounts]] = {}
+    for tgid, stack, counts in sites:
+        rs = stacks.get((tgid, stack)) or ResolvedStack((LOST_STACK,), LOST_STACK)
+        k = (tgid, rs.frames)
+        prev = merged.get(k)
+        merged[k] = (rs.callsite, counts if prev is None else prev[1] + counts)
+    for pid in pids:
+        procs.setdefault(pid, Process(pid, comms.get(pid, "?"), pid in exited))
+    for (tgid, frames), (callsite, counts) in merged.items():
+        p = procs.setdefault(tgid, Process(tgid, comms.get(tgid, "?"), tgid in exited))
+        p.sites.append(Site(tgid, p.comm, "malloc", callsite, frames, counts))
+    for p in procs.values():
+        p.sites.sort(key=lambda s: (-s.counts.live_bytes, s.callsite))
+    stats = dict(stats or {})
+    unknown = stats.pop("unknown_frees", 0)
+    failed = stats.pop("failed_allocs", 0)
+    return Snapshot(timestamp, procs, {k: v for k, v in stats.items() if v}, unknown, failed)
+
+
+def apply_min_age(sites: list[tuple[int, int, SiteCounts]],
+                  blocks: Iterable[tuple[int, int, int, int]], now_ns: int, min_age_ns: int
+                  ) -> list[tuple[int, int, SiteCounts]]:
+    """Replace live counts by those of blocks older than ``min_age_ns``.
+
+    ``blocks`` are (tgid, size, stack, ts_ns) of every live block.
+    """
+    aged: dict[tuple[int, int], list[int]] = {}
+    for tgid, size, stack, ts in blocks:
+        if now_ns - ts >= min_age_ns:
+            a = aged.setdefault((tgid, stack), [0, 0])
+            a[0] += size
+            a[1] += 1
+    out = []
+    for tgid, stack, c in sites:
+        b, n = aged.get((tgid, stack), (0, 0))
+        out.append((tgid, stack, SiteCounts(b, n, c.alloc_bytes, c.allocs, c.frees)))
+    return out
+
+
+def growth(cur: Snapshot, prev: Snapshot | None) -> dict[tuple, int]:
+    """Change of live bytes per site since the previous snapshot."""
+    before = prev.site_index() if prev else {}
+    return {k: s.counts.live_bytes - (before[k].counts.live_bytes if k in before else 0)
+            for k, s in cur.site_index().items()}
+
+
+def process_growth(cur: Snapshot, prev: Snapshot | None) -> dict[int, int]:
+    out = {}
+    for pid, p in cur.processes.items():
+        before = prev.processes.get(pid) if prev else None
+        out[pid] = p.totals.live_bytes - (before.totals.live_bytes if before else 0)
+    return out

@@ -1,0 +1,144 @@
+"""Read a process's memory map and name from procfs.
+
+Everything here is plain file parsing: no privileges are needed beyond
+being allowed to read ``/proc/PID/maps`` (root, or the same user).
+The ``proc`` argument lets tests point the functions at a fake directory.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+__all__ = [
+    "Mapping",
+    "ProcessGone",
+    "host_path",
+    "parse_maps",
+    "read_comm",
+    "read_maps",
+]
+
+_DELETED = " (deleted)"
+_PERM_CHARS = ("r-", "w-", "x-", "ps")
+
+# Errors that mean "this pid no longer exists" when touching /proc/PID/...
+# ESRCH shows up when the process exits while we are reading.
+_GONE_ERRORS = (FileNotFoundError, ProcessLookupError, NotADirectoryError)
+
+
+class ProcessGone(Exception):
+    """The process does not exist (never did, or has exited)."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(f"process {pid} is gone")
+        self.pid = pid
+
+
+@dataclass(frozen=True)
+class Mapping:
+    """One line of ``/proc/PID/maps``.
+
+    ``path`` is ``''`` for anonymous memory; pseudo names such as ``[heap]``,
+    ``[stack]`` or ``[vdso]`` are kept verbatim.  A trailing `` (deleted)``
+    is removed from ``path`` and recorded in ``deleted``.
+    """
+
+    start: int
+    end: int
+    perms: str
+    offset: int
+    dev: tuple[int, int]
+    inode: int
+    path: str
+    deleted: bool = False
+
+    @property
+    def executable(self) -> bool:
+        return "x" in self.perms
+
+    @property
+    def anonymous(self) -> bool:
+        """True unless the mapping is backed by a file (its path is absolute).
+
+        ``''``, ``[heap]``, ``[stack]``, ``[vdso]``, ``[anon:name]`` are all
+        anonymous in this sense.
+        """
+        return not self.path.startswith("/")
+
+
+def _parse_line(line: str) -> Mapping | None:
+    parts = line.split(None, 5)
+    if len(parts) < 5:
+        return None
+    addrs, perms, offset, dev, inode = parts[:5]
+    path = parts[5] if len(parts) == 6 else ""
+    try:
+        start_s, end_s = addrs.split("-")
+        start, end = int(start_s, 16), int(end_s, 16)
+        major_s, minor_s = dev.split(":")
+        dev_t = (int(major_s, 16), int(minor_s, 16))
+        off = int(offset, 16)
+        ino = int(inode, 10)
+    except ValueError:
+        return None
+    if start > end or min(start, off, ino, *dev_t) < 0:
+        return None
+    if len(perms) != 4 or any(c not in ok for c, ok in zip(perms, _PERM_CHARS)):
+        return None
+    deleted = path.endswith(_DELETED)
+    if deleted:
+        path = path[: -len(_DELETED)]
+    return Mapping(start, end, perms, off, dev_t, ino, path, deleted)
+
+
+def parse_maps(text: str) -> list[Mapping]:
+    """Parse the text of a maps file, silently skipping malformed lines.
+
+    Paths may contain spaces; they are everything after the inode column.
+    Never raises on garbage input.
+    """
+    result = []
+    for line in text.splitlines():
+        mapping = _parse_line(line)
+        if mapping is not None:
+            result.append(mapping)
+    return result
+
+
+def read_maps(pid: int, proc: str = "/proc") -> list[Mapping]:
+    """Read and parse ``{proc}/{pid}/maps``.
+
+    Paths are decoded like :func:`os.fsdecode` (undecodable bytes become
+    surrogates), so they can be passed back to :func:`open`.
+    A zombie or kernel thread yields ``[]``.
+
+    Raises :class:`ProcessGone` if the process does not exist or exits while
+    being read; other ``OSError`` (e.g. ``PermissionError``) propagate.
+    """
+    try:
+        with open(f"{proc}/{pid}/maps", "rb") as f:
+            data = f.read()
+    except _GONE_ERRORS:
+        raise ProcessGone(pid) from None
+    return parse_maps(os.fsdecode(data))
+
+
+def read_comm(pid: int, proc: str = "/proc") -> str:
+    """The process's ``comm`` (short command name), or ``''`` if unreadable.
+
+    Invalid UTF-8 is replaced with U+FFFD; only the trailing newline is removed.
+    """
+    try:
+        with open(f"{proc}/{pid}/comm", "rb") as f:
+            data = f.read()
+    except OSError:
+        return ""
+    return data.decode("utf-8", errors="replace").removesuffix("\n")
+
+
+def host_path(pid: int, path: str, proc: str = "/proc") -> str:
+    """``path`` as seen from the target's mount namespace (e.g. a container).
+
+    Only meaningful while the process is alive.
+    """
+    return f"{proc}/{pid}/root{path}"

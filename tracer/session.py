@@ -1,0 +1,274 @@
+"""A tracing session: attach, drain every interval, show, write, detach.
+
+The session owns the side effects (kernel, /proc, clock, signals, files);
+everything between the drain and the output is the pure pipeline of
+``tracer.model``. Detaching is unconditional: the kernel object is closed in
+a ``finally`` whatever ends the session.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Callable
+
+from . import launch, layout, targets
+from .errors import TargetError
+from .exporters.sites_csv import SitesCsv
+from .kernel import Kernel, Limits
+from .model import ResolvedStack, Snapshot, apply_min_age, build_snapshot, resolve_stack
+from .procmaps import read_comm
+from .symbolize import Symbolizer
+from .views import plain
+
+STAT_NAMES = {layout.C["STAT_UNKNOWN_FREE"]: "unknown_frees", layout.C["STAT_FAILED_ALLOC"]: "failed_allocs"}
+
+
+@dataclass
+class Options:
+    pids: list[int] = field(default_factory=list)
+    command: list[str] | None = None
+    interval: float = 1.0
+    count: int | None = None
+    duration: float | None = None
+    top: int = 10
+    min_age: float | None = None
+    csv: str | None = None
+    plain: bool = False
+    verbose: bool = False
+    limits: Limits = field(default_factory=Limits)
+
+
+def _start_time(pid: int) -> str | None:
+    """Field 22 of /proc/PID/stat: tells a process from a later one with its PID."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    return data[data.rfind(b")") + 2:].split()[19].decode()
+
+
+def _log(msg: str) -> None:
+    sys.stderr.write(msg + "\n")
+    sys.stderr.flush()
+
+
+class Session:
+    def __init__(self, opts: Options, kernel_factory: Callable[[Limits], Kernel] = Kernel):
+        self.o = opts
+        self.kernel_factory = kernel_factory
+        self.stop = threading.Event()
+        self.stop_reason = ""
+        self.symbols = Symbolizer()
+        self.resolved: dict[tuple[int, int], ResolvedStack] = {}
+        self.comms: dict[int, str] = {}
+        self.started: dict[int, str | None] = {}
+        self.exited: set[int] = set()
+        self.alloc_modules: dict[int, set[str]] = {}
+        self.child: int | None = None
+        self.child_status: int | None = None
+        self.first: Snapshot | None = None
+        self.prev: Snapshot | None = None
+
+    # -- signals -------------------------------------------------------------
+    def _on_signal(self, signum, _frame) -> None:
+        self.stop_reason = signal.Signals(signum).name
+        self.stop.set()
+
+    def _install_signals(self) -> dict:
+        old = {}
+        for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            old[s] = signal.signal(s, self._on_signal)
+        return old
+
+    # -- set-up --------------------------------------------------------------
+    def _plans(self) -> list[targets.Plan]:
+        plans = []
+        if self.o.command:
+            libs = targets.libraries_of_command(self.o.command[0])
+            self.child = launch.spawn_stopped(self.o.command)
+            try:
+                plans.append(targets.plan(self.child, libs))
+            except Exception:
+                self._kill_child()
+                raise
+        for pid in self.o.pids:
+            plans.append(targets.plan(pid, targets.libraries_of_pid(pid)))
+        return plans
+
+    def _attach(self, kernel: Kernel, plans: list[targets.Plan]) -> None:
+        for pl in plans:
+            self.alloc_modules[pl.pid] = {lib.path for lib in pl.libraries}
+            self.started[pl.pid] = _start_time(pl.pid)
+            self.comms[pl.pid] = read_comm(pl.pid) or "?"
+            for pp in pl.probes:
+                if self.o.verbose and not pp.probe.ret:
+                    alias = f" (also {', '.join(pp.aliases)})" if pp.aliases else ""
+                    _log(f"heaptrace: pid {pl.pid}: {os.path.basename(pp.probe.path)} {pp.reason}{alias}")
+                kernel.attach(pp.probe)
+
+    # -- the loop ------------------------------------------------------------
+    def run(self) -> int:
+        old = self._install_signals()
+        kernel = None
+        csv = None
+        try:
+            t0 = time.monotonic()
+            plans = self._plans()
+            kernel = self.kernel_factory(self.o.limits)
+            self._attach(kernel, plans)
+            if self.child is not None:
+                self.symbols.refresh(self.child)
+                launch.release(self.child)
+            pids = [p.pid for p in plans]
+            what = f"{len(pids)} process{'es' if len(pids) != 1 else ''} ({', '.join(map(str, pids))})"
+            _log(f"Tracing {what}, {len(kernel.attached)} probes, attached in "
+                 f"{time.monotonic() - t0:.2f} s... Ctrl-C to end.")
+            csv = SitesCsv(self.o.csv) if self.o.csv else None
+            return self._loop(kernel, csv, pids, t0)
+        finally:
+            try:
+                if csv:
+                    csv.close()
+            finally:
+                if kernel is not None:
+                    kernel.close()
+                self._kill_child()
+                for s, h in old.items():
+                    signal.signal(s, h)
+
+    def _loop(self, kernel: Kernel, csv: SitesCsv | None, pids: list[int], t0: float) -> int:
+        use_live = not self.o.plain and sys.stdout.isatty()
+        view = None
+        if use_live:
+            from .views.live import LiveView
+            view = LiveView(top=self.o.top).__enter__()
+        n = 0
+        deadline = t0 + self.o.duration if self.o.duration else None
+        next_tick = time.monotonic() + self.o.interval
+        snap = None
+        try:
+            while True:
+                ended = self._wait(next_tick, deadline, pids)
+                next_tick += self.o.interval
+                snap = self.drain(kernel, pids)
+                n += 1
+                if self.first is None:
+                    self.first = snap
+                if csv:
+                    csv.write(snap)
+                if view:
+                    view.update(snap, self.prev, status=f"interval {n}  Ctrl-C to end")
+                elif not ended:
+                    plain.render(snap, self.prev, sys.stdout, top=self.o.top)
+                self.prev = snap
+                if ended or (self.o.count and n >= self.o.count):
+                    break
+        finally:
+            if view:
+                view.__exit__(None, None, None)
+        if snap is not None:
+            plain.render_summary(snap, sys.stdout, top=self.o.top, first=None,
+                                 seconds=time.monotonic() - t0)
+        if self.stop_reason:
+            _log(f"heaptrace: stopped by {self.stop_reason}")
+        if self.child is not None:
+            return launch.exit_code(self.child_status) if self.child_status is not None else 0
+        return 0
+
+    def _wait(self, until: float, deadline: float | None, pids: list[int]) -> bool:
+        """Sleep to the next tick; True when the session must end after it."""
+        while True:
+            now = time.monotonic()
+            if self.stop.is_set():
+                return True
+            if deadline is not None and now >= deadline:
+                self.stop_reason = self.stop_reason or ""
+                return True
+            self._check_targets(pids)
+            if all(p in self.exited for p in pids):
+                return True
+            if now >= until:
+                return False
+            self.stop.wait(min(0.1, until - now, (deadline - now) if deadline else 1.0))
+
+    def _check_targets(self, pids: list[int]) -> None:
+        for pid in pids:
+            if pid in self.exited:
+                continue
+            if pid == self.child:
+                done, status = os.waitpid(pid, os.WNOHANG)
+                if done:
+                    self.child_status = status
+                    self.child = pid  # keep for the exit code
+                    self.exited.add(pid)
+                continue
+            if _start_time(pid) != self.started.get(pid):
+                self.exited.add(pid)
+
+    # -- drain ---------------------------------------------------------------
+    def drain(self, kernel: Kernel, pids: list[int]) -> Snapshot:
+        sites = []
+        for k, v in kernel.read_sites():
+            tgid, stack = layout.decode_key(k)
+            sites.append((tgid, stack, layout.decode_site(v)))
+        if self.o.min_age is not None:
+            now = time.monotonic_ns()
+            blocks = ((layout.decode_key(k)[0], *layout.decode_alloc(v)) for k, v in kernel.read_allocs())
+            sites = apply_min_age(sites, blocks, now, int(self.o.min_age * 1e9))
+        fresh = {(t, s) for t, s, _ in sites if (t, s) not in self.resolved}
+        for tgid in {t for t, _ in fresh}:
+            if tgid not in self.exited:
+                self.symbols.refresh(tgid)
+                self.comms[tgid] = read_comm(tgid) or self.comms.get(tgid, "?")
+        for tgid, stack in fresh:
+            raw = kernel.read_stack(tgid, stack)
+            ips = layout.decode_stack(raw, kernel.limits.max_depth) if raw else ()
+            mods = self.alloc_modules.get(tgid, set())
+            self.resolved[(tgid, stack)] = resolve_stack(
+                ips,
+                frame=lambda ip, t=tgid: self.symbols.frame(t, ip),
+                executable=lambda ip, t=tgid: self.symbols.in_executable_mapping(t, ip),
+                allocator=lambda ip, t=tgid, m=mods: self.symbols.module_of(t, ip) in m)
+        raw_stats = kernel.stats()
+        stats = {layout.LOST_STATS[i]: raw_stats[i] for i in layout.LOST_STATS}
+        for i, name in STAT_NAMES.items():
+            stats[name] = raw_stats[i]
+        return build_snapshot(datetime.now(timezone.utc), sites, self.resolved, self.comms,
+                              self.exited, stats, pids)
+
+    # -- child ---------------------------------------------------------------
+    def _kill_child(self) -> None:
+        """End a program heaptrace started, if it still runs."""
+        pid = self.child
+        if pid is None or self.child_status is not None:
+            return
+        for sig, wait in ((signal.SIGTERM, 2.0), (signal.SIGKILL, 5.0)):
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                break
+            end = time.monotonic() + wait
+            while time.monotonic() < end:
+                done, status = os.waitpid(pid, os.WNOHANG)
+                if done:
+                    self.child_status = status
+                    return
+                time.sleep(0.02)
+        try:
+            _, self.child_status = os.waitpid(pid, 0)
+        except ChildProcessError:
+            pass
+
+
+def check_pids(pids: list[int]) -> None:
+    for pid in pids:
+        if pid <= 0 or not os.path.exists(f"/proc/{pid}"):
+            raise TargetError(f"process {pid} does not exist: check the PID with ps")
+        if pid == os.getpid():
+            raise TargetError("heaptrace cannot trace itself")

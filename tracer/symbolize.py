@@ -1,0 +1,150 @@
+"""Turn runtime user-space addresses into ``function+0xoff [module]`` strings.
+
+Per pid we remember the executable mappings from ``/proc/PID/maps``; per
+file identity ``(dev, inode)`` we keep one :class:`~tracer.elfsyms.ElfFile`,
+so a library shared by hundreds of processes is parsed once.  Nothing here
+raises on unreadable processes or files: the result just has less detail.
+"""
+from __future__ import annotations
+
+import os
+from bisect import bisect_right
+from typing import Callable, Hashable
+
+from .elfsyms import ElfError, ElfFile
+from .procmaps import Mapping, ProcessGone, host_path, read_maps
+
+__all__ = ["Symbolizer"]
+
+#: Per-pid frame cache bound; the cache is dropped when it grows past this.
+MAX_FRAMES_PER_PID = 100_000
+
+
+class _PidMaps:
+    """Executable mappings of one process, sorted by start address."""
+
+    def __init__(self, mappings: list[Mapping]) -> None:
+        self.mappings = sorted((m for m in mappings if m.executable), key=lambda m: m.start)
+        self.starts = [m.start for m in self.mappings]
+
+    def find(self, addr: int) -> Mapping | None:
+        i = bisect_right(self.starts, addr) - 1
+        if i >= 0 and addr < self.mappings[i].end:
+            return self.mappings[i]
+        return None
+
+
+def _module_name(path: str) -> str:
+    """``/usr/lib/libc.so.6`` -> ``libc.so.6``; ``[vdso]`` -> ``vdso``."""
+    if path.startswith("[") and path.endswith("]"):
+        return path[1:-1]
+    return os.path.basename(path) or path
+
+
+class Symbolizer:
+    """Symbolize addresses of many processes, sharing parsed ELF files."""
+
+    def __init__(self, proc: str = "/proc", open_elf: Callable[[str], ElfFile] = ElfFile.open) -> None:
+        self._proc = proc
+        self._open_elf = open_elf
+        self._maps: dict[int, _PidMaps] = {}
+        self._frames: dict[int, dict[int, str]] = {}
+        self._elves: dict[Hashable, ElfFile] = {}  # by file identity
+        self._failed: set[tuple[Hashable, int]] = set()  # (file, pid) that could not be opened
+
+    def refresh(self, pid: int) -> None:
+        """(Re)read the executable mappings of ``pid``.
+
+        If the process is gone or unreadable (or a zombie with an empty map),
+        the last known mappings are kept so its stacks still symbolize.
+        Cached frames of ``pid`` are dropped when its mappings changed.
+        """
+        try:
+            new = _PidMaps(read_maps(pid, self._proc))
+        except (ProcessGone, OSError):
+            self._maps.setdefault(pid, _PidMaps([]))
+            return
+        old = self._maps.get(pid)
+        if old is not None and not new.mappings:
+            return
+        if old is None or old.mappings != new.mappings:
+            self._maps[pid] = new
+            self._frames.pop(pid, None)
+
+    def forget(self, pid: int) -> None:
+        """Drop everything known about ``pid`` (ELF files stay cached)."""
+        self._maps.pop(pid, None)
+        self._frames.pop(pid, None)
+        self._failed = {f for f in self._failed if f[1] != pid}
+
+    def _pid_maps(self, pid: int) -> _PidMaps:
+        if pid not in self._maps:
+            self.refresh(pid)
+        return self._maps[pid]
+
+    def _mapping(self, pid: int, addr: int) -> Mapping | None:
+        return self._pid_maps(pid).find(addr)
+
+    def in_executable_mapping(self, pid: int, addr: int) -> bool:
+        """Whether ``addr`` lies in an executable mapping (file-backed or not, e.g. JIT)."""
+        return self._mapping(pid, addr) is not None
+
+    def module_of(self, pid: int, addr: int) -> str | None:
+        """Path of the executable mapping containing ``addr`` (``None`` if none or anonymous)."""
+        m = self._mapping(pid, addr)
+        return m.path if m is not None and m.path else None
+
+    def frame(self, pid: int, addr: int) -> str:
+        """``"name+0x1a [module]"``, ``"0x7f12345678 [module]"`` or ``"0x7f12345678"``.
+
+        Symbol names are returned raw (not escaped). Never raises.
+        """
+        frames = self._frames.setdefault(pid, {})
+        text = frames.get(addr)
+        if text is None:
+            text = self._symbolize(pid, addr)
+            if len(frames) >= MAX_FRAMES_PER_PID:
+                frames.clear()
+            frames[addr] = text
+        return text
+
+    def _symbolize(self, pid: int, addr: int) -> str:
+        m = self._mapping(pid, addr)
+        if m is None or not m.path:
+            return f"{addr:#x}"
+        module = _module_name(m.path)
+        if not m.anonymous:
+            key: Hashable = (m.dev, m.inode) if m.inode else (m.dev, pid, m.path)
+            elf = self._elf(key, pid, m)
+            if elf is not None:
+                vaddr = elf.vaddr_of_offset(addr - m.start + m.offset)
+                try:
+                    hit = elf.lookup(vaddr) if vaddr is not None else None
+                except ElfError:  # symbol tables unreadable, or file changed
+                    self._elves.pop(key, None)
+                    self._failed.add((key, pid))
+                    hit = None
+                if hit is not None:
+                    return f"{hit[0]}+{hit[1]:#x} [{module}]"
+        return f"{addr:#x} [{module}]"
+
+    def _elf(self, key: Hashable, pid: int, m: Mapping) -> ElfFile | None:
+        elf = self._elves.get(key)
+        if elf is not None or (key, pid) in self._failed:
+            return elf
+        if m.deleted:
+            # The path now names another file (or nothing); the kernel still
+            # exposes the mapped one here (needs CAP_SYS_ADMIN).
+            candidates = [f"{self._proc}/{pid}/map_files/{m.start:x}-{m.end:x}"]
+        else:
+            candidates = [host_path(pid, m.path, self._proc), m.path]
+        for path in candidates:
+            try:
+                elf = self._open_elf(path)
+            except ElfError:
+                continue
+            self._elves[key] = elf
+            return elf
+        # Not visible to this pid (e.g. exited container); another pid may succeed.
+        self._failed.add((key, pid))
+        return None

@@ -1,0 +1,1 @@
+"""Views of a snapshot: plain text, the rich live view, the final summary."""

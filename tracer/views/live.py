@@ -1,0 +1,64 @@
+"""The rich live view: top processes and their top call sites.
+
+Names go into ``rich.text.Text`` objects, never into markup strings, so a
+process called ``[bold]x`` is shown as typed.
+"""
+from __future__ import annotations
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from ..model import Snapshot, growth, process_growth
+from .fmt import human, safe
+from .plain import ranked
+
+
+def renderable(snap: Snapshot, prev: Snapshot | None, *, top: int = 10, sites_per_process: int = 5,
+               status: str = ""):
+    g = growth(snap, prev)
+    pg = process_growth(snap, prev)
+    t = Table(box=None, pad_edge=False, expand=False, show_edge=False, header_style="bold")
+    t.add_column("PID", justify="right", no_wrap=True, width=7)
+    t.add_column("live", justify="right", no_wrap=True, width=10)
+    t.add_column("blocks", justify="right", no_wrap=True, width=9)
+    t.add_column("growth", justify="right", no_wrap=True, width=11)
+    t.add_column("process / call site", no_wrap=True, overflow="ellipsis", max_width=36)
+    for p in ranked(snap, top):
+        tot = p.totals
+        name = Text(safe(p.comm, 64), style="bold")
+        if p.exited:
+            name.append(" [exited]", style="dim")
+        t.add_row(str(p.pid), human(tot.live_bytes), f"{tot.live_allocs:,}",
+                  Text(human(pg[p.pid], True), style="red" if pg[p.pid] > 0 else ""), name)
+        for s in p.sites[:sites_per_process]:
+            d = g.get(s.key, 0)
+            t.add_row("", human(s.counts.live_bytes), f"{s.counts.live_allocs:,}",
+                      Text(human(d, True), style="red" if d > 0 else ""), Text("  " + safe(s.callsite)))
+    parts: list = [Text(f"heaptrace {snap.timestamp.strftime('%H:%M:%S')}  {status}", style="dim"), t]
+    if not snap.processes:
+        parts.append(Text("no allocations seen yet"))
+    for reason, n in sorted(snap.lost.items()):
+        parts.append(Text(f"LOST: {n:,} {reason}", style="bold red"))
+    return Group(*parts)
+
+
+class LiveView:
+    """Redraws in place on a terminal; ``update`` once per interval."""
+
+    def __init__(self, console: Console | None = None, top: int = 10):
+        self.console = console or Console(stderr=False)
+        self.top = top
+        self._live = Live(Text("heaptrace: waiting for the first interval"), console=self.console,
+                          auto_refresh=False, transient=False)
+
+    def __enter__(self) -> "LiveView":
+        self._live.__enter__()
+        return self
+
+    def update(self, snap: Snapshot, prev: Snapshot | None, status: str = "") -> None:
+        self._live.update(renderable(snap, prev, top=self.top, status=status), refresh=True)
+
+    def __exit__(self, *exc) -> None:
+        self._live.__exit__(*exc)
