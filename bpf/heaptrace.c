@@ -66,7 +66,7 @@ static __always_inline __u64 collect_stack(struct pt_regs *ctx, __u32 tgid, __u6
     __u64 fp = PT_REGS_FP(ctx);
     __u64 prev = sp;
     __u32 depth = 1;
-#pragma unroll
+#pragma clang loop unroll(disable)
     for (int i = 1; i < MAX_DEPTH; i++) {
         if (fp <= prev || fp - sp > STACK_SPAN || (fp & 7))
             break;

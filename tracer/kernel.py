@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -47,6 +48,13 @@ class Probe:
     fn: str            # BPF function name in bpf/heaptrace.c
     pid: int           # -1: every process mapping the file
     ret: bool = False  # a return probe
+
+
+def _quietly(fn, *args) -> None:
+    try:
+        fn(*args)
+    except Exception:
+        pass  # bpf.cleanup() retries what is left
 
 
 def _import_bcc():
@@ -98,9 +106,17 @@ class Kernel:
     def close(self) -> None:
         """Detach every probe and unload every program. Safe to call twice."""
         bpf = getattr(self, "bpf", None)
-        if bpf is not None:
-            self.bpf = None
-            bpf.cleanup()
+        if bpf is None:
+            return
+        self.bpf = None
+        try:
+            # Each uprobe's release waits for an RCU grace period (~0.1 s on
+            # this kernel): release them side by side, not one after another.
+            events = list(bpf.uprobe_fds)
+            with ThreadPoolExecutor(max(1, min(32, len(events)))) as pool:
+                list(pool.map(lambda ev: _quietly(bpf.detach_uprobe_event, ev), events))
+        finally:
+            bpf.cleanup()  # whatever is left, and the programs and maps
 
     def __enter__(self) -> "Kernel":
         return self

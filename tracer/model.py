@@ -157,3 +157,25 @@ def process_growth(cur: Snapshot, prev: Snapshot | None) -> dict[int, int]:
         before = prev.processes.get(pid) if prev else None
         out[pid] = p.totals.live_bytes - (before.totals.live_bytes if before else 0)
     return out
+
+
+@dataclass(frozen=True)
+class CallsiteRow:
+    """A call site with all its stacks summed: what the views rank."""
+
+    callsite: str
+    counts: SiteCounts
+    growth: int
+    stacks: int
+
+
+def callsites(p: Process, site_growth: Mapping[tuple, int]) -> list[CallsiteRow]:
+    acc: dict[str, list] = {}
+    for s in p.sites:
+        a = acc.setdefault(s.callsite, [ZERO, 0, 0])
+        a[0] = a[0] + s.counts
+        a[1] += site_growth.get(s.key, 0)
+        a[2] += 1
+    rows = [CallsiteRow(k, c, g, n) for k, (c, g, n) in acc.items()]
+    rows.sort(key=lambda r: (-r.counts.live_bytes, -r.growth, r.callsite))
+    return rows

@@ -12,6 +12,7 @@ import signal
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable
@@ -119,8 +120,14 @@ class Session:
         csv = None
         try:
             t0 = time.monotonic()
-            plans = self._plans()
-            kernel = self.kernel_factory(self.o.limits)
+            # Compiling the BPF programs takes most of the start-up: do it
+            # in a thread (bcc releases the GIL) while the targets are planned.
+            with ThreadPoolExecutor(1) as pool:
+                compiling = pool.submit(self.kernel_factory, self.o.limits)
+                try:
+                    plans = self._plans()
+                finally:
+                    kernel = compiling.result()
             self._attach(kernel, plans)
             if self.child is not None:
                 self.symbols.refresh(self.child)
@@ -156,7 +163,11 @@ class Session:
             while True:
                 ended = self._wait(next_tick, deadline, pids)
                 next_tick += self.o.interval
+                td = time.monotonic()
                 snap = self.drain(kernel, pids)
+                if self.o.verbose:
+                    nsites = sum(len(p.sites) for p in snap.processes.values())
+                    _log(f"drain: {nsites} sites in {time.monotonic() - td:.3f} s")
                 n += 1
                 if self.first is None:
                     self.first = snap

@@ -10,7 +10,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from ..model import Snapshot, growth, process_growth
+from ..model import Snapshot, callsites, growth, process_growth
 from .fmt import human, safe
 from .plain import ranked
 
@@ -32,10 +32,10 @@ def renderable(snap: Snapshot, prev: Snapshot | None, *, top: int = 10, sites_pe
             name.append(" [exited]", style="dim")
         t.add_row(str(p.pid), human(tot.live_bytes), f"{tot.live_allocs:,}",
                   Text(human(pg[p.pid], True), style="red" if pg[p.pid] > 0 else ""), name)
-        for s in p.sites[:sites_per_process]:
-            d = g.get(s.key, 0)
-            t.add_row("", human(s.counts.live_bytes), f"{s.counts.live_allocs:,}",
-                      Text(human(d, True), style="red" if d > 0 else ""), Text("  " + safe(s.callsite)))
+        for r in callsites(p, g)[:sites_per_process]:
+            t.add_row("", human(r.counts.live_bytes), f"{r.counts.live_allocs:,}",
+                      Text(human(r.growth, True), style="red" if r.growth > 0 else ""),
+                      Text("  " + safe(r.callsite)))
     parts: list = [Text(f"heaptrace {snap.timestamp.strftime('%H:%M:%S')}  {status}", style="dim"), t]
     if not snap.processes:
         parts.append(Text("no allocations seen yet"))

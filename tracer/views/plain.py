@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import TextIO
 
-from ..model import Snapshot, growth, process_growth
+from ..model import Snapshot, callsites, growth, process_growth
 from .fmt import human, safe, shorten
 
 WIDTH = 80
@@ -21,16 +21,17 @@ def render(snap: Snapshot, prev: Snapshot | None, out: TextIO, *, top: int = 10,
     out.write(f"{title or snap.timestamp.strftime('%H:%M:%S')}\n")
     if not snap.processes:
         out.write("  no allocations seen yet\n")
+    else:
+        out.write(f"  {'PID':>7} {'LIVE':>10} {'BLOCKS':>9} {'GROWTH':>11}  COMMAND / CALL SITE\n")
+    name_w = WIDTH - 44
     for p in ranked(snap, top):
         t = p.totals
         state = " [exited]" if p.exited else ""
-        out.write(f"  {p.pid:>7} {shorten(safe(p.comm, 32), 16):<16} live {human(t.live_bytes):>10} "
-                  f"in {t.live_allocs:>9,} blocks  {human(pg[p.pid], True):>11}{state}\n")
-        for s in p.sites[:top]:
-            d = g.get(s.key, 0)
-            site = shorten(safe(s.callsite), WIDTH - 40)
-            out.write(f"      {human(s.counts.live_bytes):>10} {s.counts.live_allocs:>9,} "
-                      f"{human(d, True):>11}  {site}\n")
+        out.write(f"  {p.pid:>7} {human(t.live_bytes):>10} {t.live_allocs:>9,} {human(pg[p.pid], True):>11}"
+                  f"  {shorten(safe(p.comm, 64), name_w - len(state))}{state}\n")
+        for r in callsites(p, g)[:top]:
+            out.write(f"  {'':>7} {human(r.counts.live_bytes):>10} {r.counts.live_allocs:>9,} "
+                      f"{human(r.growth, True):>11}    {shorten(safe(r.callsite), name_w - 2)}\n")
     for reason, n in sorted(snap.lost.items()):
         out.write(f"  LOST: {n:,} {reason}\n")
     out.flush()
@@ -44,11 +45,15 @@ def render_summary(snap: Snapshot, out: TextIO, *, top: int = 10, first: Snapsho
         head += f" after {seconds:.1f} s"
     render(snap, first, out, top=top, title=head + " (growth: since start)")
     for p in ranked(snap, top):
-        for s in p.sites[:3]:
-            if len(s.frames) > 1:
-                out.write(f"  {p.pid} {shorten(safe(s.callsite), 60)} stack:\n")
-                for f in s.frames[:8]:
-                    out.write(f"      {shorten(safe(f), 72)}\n")
+        for r in callsites(p, {})[:3]:
+            if r.counts.live_bytes <= 0:
+                continue
+            s = max((s for s in p.sites if s.callsite == r.callsite), key=lambda s: s.counts.live_bytes)
+            more = f" (and {r.stacks - 1} other stacks)" if r.stacks > 1 else ""
+            out.write(f"  pid {p.pid}: {human(r.counts.live_bytes)} live from {shorten(safe(r.callsite), 40)}"
+                      f"{more}, e.g.:\n")
+            for f in s.frames[:8]:
+                out.write(f"      {shorten(safe(f), WIDTH - 6)}\n")
     if snap.unknown_frees:
         out.write(f"  {snap.unknown_frees:,} frees of blocks allocated before tracing began (ignored)\n")
     if not snap.lost:
