@@ -83,9 +83,9 @@ def prepare_parser(p: argparse.ArgumentParser) -> None:
 
 def options(args: argparse.Namespace):
     from ..session import Options
-    if not args.pid and not args.command:
+    if not args.pid and args.command is None:
         raise UsageError("nothing to trace: give -p PID or -c 'CMD ARGS' "
-                         "(or run 'heaptrace demo' to see it on bundled programs)")
+                         "(scripts/demo shows it on a bundled leaky program)")
     if args.max_depth > 64:
         raise UsageError(f"--max-depth {args.max_depth} is too deep: at most 64")
     if args.min_size is not None and args.max_size is not None and args.min_size > args.max_size:

@@ -1,0 +1,55 @@
+"""Bad input gives a message naming cause and fix, a non-zero exit, no traceback."""
+import pytest
+
+from tracer import cli
+
+
+def run(capsys, *argv):
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err
+    return code, out, err
+
+
+@pytest.mark.parametrize("argv, needle", [
+    ([], "nothing to trace"),
+    (["-p", "abc"], "not a process ID"),
+    (["-p", "0"], "not a process ID"),
+    (["-p", "1,-5"], "not a process ID"),
+    (["-p", "1", "0"], "greater than 0"),
+    (["-p", "1", "-1"], "greater than 0"),
+    (["-p", "1", "x"], "not a number"),
+    (["-p", "1", "1", "0"], "greater than 0"),
+    (["-p", "1", "--top", "0"], "greater than 0"),
+    (["-p", "1", "--min-size", "lots"], "not a size"),
+    (["-p", "1", "--min-size", "2k", "--max-size", "1k"], "larger than --max-size"),
+    (["-p", "1", "--max-depth", "65"], "at most 64"),
+    (["-p", "1", "-c", "true"], "not allowed with"),
+    (["-c", ""], "needs a command"),
+    (["-c", "'unbalanced"], "cannot parse"),
+    (["--no-such-option"], "unrecognized"),
+])
+def test_bad_arguments(capsys, argv, needle):
+    code, _, err = run(capsys, *argv)
+    assert code == 2
+    assert needle in err and err.startswith("heaptrace: error:")
+
+
+def test_missing_pid_named(capsys):
+    code, _, err = run(capsys, "-p", "999999999")
+    assert code == 3 and "999999999 does not exist" in err
+
+
+def test_help_lists_options_and_examples(capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["--help"])
+    out = capsys.readouterr().out
+    assert e.value.code == 0
+    for word in ("-p PID", "--csv", "--min-age", "--top", "examples:", "interval"):
+        assert word in out
+
+
+def test_sizes_accept_units():
+    from tracer.commands.trace import _size
+    assert _size("64") == 64 and _size("4k") == 4096 and _size("1M") == 1 << 20
+    assert _size("2KiB") == 2048 and _size("1.5k") == 1536
