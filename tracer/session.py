@@ -22,7 +22,7 @@ from .errors import TargetError
 from .exporters.sites_csv import SitesCsv
 from .kernel import Kernel, Limits
 from .model import ResolvedStack, Snapshot, apply_min_age, build_snapshot, resolve_stack
-from .procmaps import read_comm
+from .procmaps import host_path, read_comm
 from .symbolize import Symbolizer
 from .views import plain
 
@@ -71,6 +71,7 @@ class Session:
         self.started: dict[int, str | None] = {}
         self.exited: set[int] = set()
         self.alloc_modules: dict[int, set[str]] = {}
+        self._realpaths: dict[tuple[int, str], str] = {}
         self.child: int | None = None
         self.child_status: int | None = None
         self.first: Snapshot | None = None
@@ -104,7 +105,7 @@ class Session:
 
     def _attach(self, kernel: Kernel, plans: list[targets.Plan]) -> None:
         for pl in plans:
-            self.alloc_modules[pl.pid] = {lib.path for lib in pl.libraries}
+            self.alloc_modules[pl.pid] = {os.path.realpath(lib.open_path) for lib in pl.libraries}
             self.started[pl.pid] = _start_time(pl.pid)
             self.comms[pl.pid] = read_comm(pl.pid) or "?"
             for pp in pl.probes:
@@ -234,24 +235,33 @@ class Session:
             sites = apply_min_age(sites, blocks, now, int(self.o.min_age * 1e9))
         fresh = {(t, s) for t, s, _ in sites if (t, s) not in self.resolved}
         for tgid in {t for t, _ in fresh}:
-            if tgid not in self.exited:
+            if tgid not in self.exited:  # new stacks may be in libraries loaded since
                 self.symbols.refresh(tgid)
                 self.comms[tgid] = read_comm(tgid) or self.comms.get(tgid, "?")
         for tgid, stack in fresh:
             raw = kernel.read_stack(tgid, stack)
             ips = layout.decode_stack(raw, kernel.limits.max_depth) if raw else ()
-            mods = self.alloc_modules.get(tgid, set())
             self.resolved[(tgid, stack)] = resolve_stack(
                 ips,
                 frame=lambda ip, t=tgid: self.symbols.frame(t, ip),
                 executable=lambda ip, t=tgid: self.symbols.in_executable_mapping(t, ip),
-                allocator=lambda ip, t=tgid, m=mods: self.symbols.module_of(t, ip) in m)
+                allocator=lambda ip, t=tgid: self._in_allocator(t, ip))
         raw_stats = kernel.stats()
         stats = {layout.LOST_STATS[i]: raw_stats[i] for i in layout.LOST_STATS}
         for i, name in STAT_NAMES.items():
             stats[name] = raw_stats[i]
         return build_snapshot(datetime.now(timezone.utc), sites, self.resolved, self.comms,
                               self.exited, stats, pids)
+
+    def _in_allocator(self, pid: int, ip: int) -> bool:
+        """Is ``ip`` inside one of the allocator libraries probed for ``pid``?"""
+        path = self.symbols.module_of(pid, ip)
+        if path is None:
+            return False
+        key = (pid, path)
+        if key not in self._realpaths:
+            self._realpaths[key] = os.path.realpath(host_path(pid, path))
+        return self._realpaths[key] in self.alloc_modules.get(pid, ())
 
     # -- child ---------------------------------------------------------------
     def _kill_child(self) -> None:

@@ -137,7 +137,9 @@ class Symbolizer:
             # exposes the mapped one here (needs CAP_SYS_ADMIN).
             candidates = [f"{self._proc}/{pid}/map_files/{m.start:x}-{m.end:x}"]
         else:
-            candidates = [host_path(pid, m.path, self._proc), m.path]
+            # realpath: the /proc/PID/root link resolved now, so the file stays
+            # reachable after this process exits (other processes share it).
+            candidates = [os.path.realpath(host_path(pid, m.path, self._proc)), m.path]
         for path in candidates:
             try:
                 elf = self._open_elf(path)

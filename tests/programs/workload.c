@@ -105,6 +105,22 @@ int main(int argc, char **argv)
         wait_go();
         for (long i = 0; i < n; i++) blocks[i] = site_many(32);
         sink[16] = blocks;
+    } else if (!strcmp(mode, "exit")) {
+        /* Two steps, then exit at once (no wait for stdin to close): the
+         * second step's site is new to the tracer when the process is gone.
+         * "ready", byte, 23 x 1009 at site_malloc_kept, "step", byte,
+         * 11 x 91 at site_calloc, "done", exit 0. */
+        char c;
+        wait_go();
+        for (int i = 0; i < 23; i++) sink[1] = site_malloc_kept(1009);
+        printf("step\n");
+        fflush(stdout);
+        if (read(0, &c, 1) != 1)
+            exit(1);
+        for (int i = 0; i < 11; i++) sink[2] = site_calloc(7, 13);
+        printf("done\n");
+        fflush(stdout);
+        return 0;
     } else {
         fprintf(stderr, "unknown mode %s\n", mode);
         return 2;
