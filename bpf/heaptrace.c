@@ -117,17 +117,13 @@ static __always_inline int alloc_enter(struct pt_regs *ctx, __u64 kind, __u64 si
     if (cur && cur->sp >= sp && cur->sp - sp < STACK_SPAN)
         return 0;
     struct inflight in = {.sp = sp, .kind = kind, .size = size, .ptr = ptr};
-#if defined(MIN_SIZE) || defined(MAX_SIZE)
-    if (kind != K_REALLOC && kind != K_REALLOCARRAY) {
 #ifdef MIN_SIZE
-        if (size < MIN_SIZE)
-            in.skip = 1;
+    if (size < MIN_SIZE)
+        in.skip = 1;
 #endif
 #ifdef MAX_SIZE
-        if (size > MAX_SIZE)
-            in.skip = 1;
-#endif
-    }
+    if (size > MAX_SIZE)
+        in.skip = 1;
 #endif
     if (!in.skip)
         in.stack = charge_stack(ctx, id, sp);
@@ -212,10 +208,15 @@ int alloc_return(struct pt_regs *ctx)
         return 0;
     struct inflight in = *cur;
     inflight.delete(&id);
-    if (in.skip)
-        return 0;
-
     __u64 ret = PT_REGS_RC(ctx);
+    if (in.skip) {
+        /* Out of the --min-size/--max-size range: not counted. A realloc
+         * that succeeded (or freed, with size 0) still ends the old block. */
+        if ((in.kind == K_REALLOC || in.kind == K_REALLOCARRAY) && in.ptr && (ret || in.size == 0))
+            release(tgid, in.ptr, 0);
+        return 0;
+    }
+
     __u64 addr = ret;
     if (in.kind == K_POSIX_MEMALIGN) {
         if ((int)ret != 0) {

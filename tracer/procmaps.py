@@ -13,6 +13,7 @@ __all__ = [
     "Mapping",
     "ProcessGone",
     "host_path",
+    "real_host_path",
     "parse_maps",
     "read_comm",
     "read_maps",
@@ -142,3 +143,13 @@ def host_path(pid: int, path: str, proc: str = "/proc") -> str:
     Only meaningful while the process is alive.
     """
     return f"{proc}/{pid}/root{path}"
+
+
+def real_host_path(pid: int, path: str, proc: str = "/proc") -> str:
+    """The file's canonical path as heaptrace sees it: the /proc/PID/root link
+    resolved now, so it stays valid after the process exits. Falls back to
+    ``path`` itself when the process is already gone."""
+    try:
+        return os.path.realpath(host_path(pid, path, proc), strict=True)
+    except OSError:
+        return path

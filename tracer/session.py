@@ -14,7 +14,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Callable
 
 from . import launch, layout, targets
@@ -22,10 +22,11 @@ from .errors import TargetError
 from .exporters.sites_csv import SitesCsv
 from .kernel import Kernel, Limits
 from .model import ResolvedStack, Snapshot, apply_min_age, build_snapshot, resolve_stack
-from .procmaps import host_path, read_comm
+from .procmaps import ProcessGone, read_comm, read_maps, real_host_path
 from .symbolize import Symbolizer
 from .views import plain
 
+_MIN_STEP = timedelta(milliseconds=2)
 STAT_NAMES = {layout.C["STAT_UNKNOWN_FREE"]: "unknown_frees", layout.C["STAT_FAILED_ALLOC"]: "failed_allocs"}
 
 
@@ -44,14 +45,26 @@ class Options:
     limits: Limits = field(default_factory=Limits)
 
 
-def _start_time(pid: int) -> str | None:
-    """Field 22 of /proc/PID/stat: tells a process from a later one with its PID."""
+def _stat_fields(pid: int) -> list[bytes] | None:
+    """/proc/PID/stat after the command name (which may hold spaces and ')')."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             data = f.read()
     except OSError:
         return None
-    return data[data.rfind(b")") + 2:].split()[19].decode()
+    return data[data.rfind(b")") + 2:].split()
+
+
+def _stat_of(pid: int) -> str | None:
+    """The process state letter (R, S, Z, ...), None when gone."""
+    f = _stat_fields(pid)
+    return f[0].decode() if f else None
+
+
+def _start_time(pid: int) -> str | None:
+    """Field 22 of /proc/PID/stat: tells a process from a later one with its PID."""
+    f = _stat_fields(pid)
+    return f[19].decode() if f and len(f) > 19 else None
 
 
 def _log(msg: str) -> None:
@@ -114,6 +127,22 @@ class Session:
                     _log(f"heaptrace: pid {pl.pid}: {os.path.basename(pp.probe.path)} {pp.reason}{alias}")
                 kernel.attach(pp.probe)
 
+    def _await_libraries(self, pid: int, plan: targets.Plan, timeout: float = 0.5) -> None:
+        """Read the maps of a program just started once the dynamic linker
+        has mapped the libraries it was expected to (about a millisecond), so
+        that a program that exits at once still has names for its frames."""
+        want = {os.path.basename(lib.path) for lib in plan.libraries}
+        end = time.monotonic() + timeout
+        while True:
+            try:
+                seen = {os.path.basename(m.path) for m in read_maps(pid)}
+            except ProcessGone:
+                return
+            self.symbols.refresh(pid)
+            if want <= seen or time.monotonic() > end:
+                return
+            time.sleep(0.001)
+
     # -- the loop ------------------------------------------------------------
     def run(self) -> int:
         old = self._install_signals()
@@ -131,14 +160,14 @@ class Session:
                     kernel = compiling.result()
             self._attach(kernel, plans)
             if self.child is not None:
-                self.symbols.refresh(self.child)
                 launch.release(self.child)
+                self._await_libraries(self.child, plans[0])
             pids = [p.pid for p in plans]
             what = f"{len(pids)} process{'es' if len(pids) != 1 else ''} ({', '.join(map(str, pids))})"
             _log(f"Tracing {what}, {len(kernel.attached)} probes, attached in "
                  f"{time.monotonic() - t0:.2f} s... Ctrl-C to end.")
             csv = SitesCsv(self.o.csv) if self.o.csv else None
-            return self._loop(kernel, csv, pids, t0)
+            return self._loop(kernel, csv, pids, time.monotonic())
         finally:
             try:
                 if csv:
@@ -151,6 +180,7 @@ class Session:
                     signal.signal(s, h)
 
     def _loop(self, kernel: Kernel, csv: SitesCsv | None, pids: list[int], t0: float) -> int:
+        """Drain every interval from ``t0`` (when tracing began) to the end."""
         use_live = not self.o.plain and sys.stdout.isatty()
         view = None
         if use_live:
@@ -164,6 +194,9 @@ class Session:
             while True:
                 ended = self._wait(next_tick, deadline, pids)
                 next_tick += self.o.interval
+                if snap is not None:  # every interval has its own timestamp
+                    while datetime.now(timezone.utc) - snap.timestamp < _MIN_STEP:
+                        time.sleep(0.001)
                 td = time.monotonic()
                 snap = self.drain(kernel, pids)
                 if self.o.verbose:
@@ -189,6 +222,8 @@ class Session:
                                  seconds=time.monotonic() - t0)
         if self.stop_reason:
             _log(f"heaptrace: stopped by {self.stop_reason}")
+        if self.child is not None and self.child not in self.exited:
+            _log(f"heaptrace: the session ended before pid {self.child}; sending it SIGTERM")
         if self.child is not None:
             return launch.exit_code(self.child_status) if self.child_status is not None else 0
         return 0
@@ -210,6 +245,8 @@ class Session:
             self.stop.wait(min(0.1, until - now, (deadline - now) if deadline else 1.0))
 
     def _check_targets(self, pids: list[int]) -> None:
+        """Mark targets that ended; re-read the maps of the others, so that a
+        library loaded a moment before exit still has names for its frames."""
         for pid in pids:
             if pid in self.exited:
                 continue
@@ -217,11 +254,12 @@ class Session:
                 done, status = os.waitpid(pid, os.WNOHANG)
                 if done:
                     self.child_status = status
-                    self.child = pid  # keep for the exit code
                     self.exited.add(pid)
+                    continue
+            elif _stat_of(pid) in (None, "Z") or _start_time(pid) != self.started.get(pid):
+                self.exited.add(pid)  # gone, a zombie, or its PID reused
                 continue
-            if _start_time(pid) != self.started.get(pid):
-                self.exited.add(pid)
+            self.symbols.refresh(pid)
 
     # -- drain ---------------------------------------------------------------
     def drain(self, kernel: Kernel, pids: list[int]) -> Snapshot:
@@ -260,7 +298,7 @@ class Session:
             return False
         key = (pid, path)
         if key not in self._realpaths:
-            self._realpaths[key] = os.path.realpath(host_path(pid, path))
+            self._realpaths[key] = real_host_path(pid, path)
         return self._realpaths[key] in self.alloc_modules.get(pid, ())
 
     # -- child ---------------------------------------------------------------
@@ -287,9 +325,19 @@ class Session:
             pass
 
 
+PF_KTHREAD = 0x00200000
+
+
 def check_pids(pids: list[int]) -> None:
     for pid in pids:
-        if pid <= 0 or not os.path.exists(f"/proc/{pid}"):
+        fields = _stat_fields(pid) if pid > 0 else None
+        if not fields:
             raise TargetError(f"process {pid} does not exist: check the PID with ps")
         if pid == os.getpid():
             raise TargetError("heaptrace cannot trace itself")
+        if fields[0] == b"Z":
+            raise TargetError(f"process {pid} is a zombie: it has exited and holds no memory "
+                              "(its parent has not reaped it yet)")
+        if len(fields) > 6 and int(fields[6]) & PF_KTHREAD:
+            raise TargetError(f"process {pid} is a kernel thread: it has no user-space "
+                              "allocator to trace")

@@ -11,8 +11,9 @@ import os
 from bisect import bisect_right
 from typing import Callable, Hashable
 
+from .demangle import demangle
 from .elfsyms import ElfError, ElfFile
-from .procmaps import Mapping, ProcessGone, host_path, read_maps
+from .procmaps import Mapping, ProcessGone, read_maps, real_host_path
 
 __all__ = ["Symbolizer"]
 
@@ -125,7 +126,7 @@ class Symbolizer:
                     self._failed.add((key, pid))
                     hit = None
                 if hit is not None:
-                    return f"{hit[0]}+{hit[1]:#x} [{module}]"
+                    return f"{demangle(hit[0])}+{hit[1]:#x} [{module}]"
         return f"{addr:#x} [{module}]"
 
     def _elf(self, key: Hashable, pid: int, m: Mapping) -> ElfFile | None:
@@ -139,7 +140,7 @@ class Symbolizer:
         else:
             # realpath: the /proc/PID/root link resolved now, so the file stays
             # reachable after this process exits (other processes share it).
-            candidates = [os.path.realpath(host_path(pid, m.path, self._proc)), m.path]
+            candidates = list(dict.fromkeys([real_host_path(pid, m.path, self._proc), m.path]))
         for path in candidates:
             try:
                 elf = self._open_elf(path)
@@ -150,3 +151,4 @@ class Symbolizer:
         # Not visible to this pid (e.g. exited container); another pid may succeed.
         self._failed.add((key, pid))
         return None
+

@@ -91,7 +91,10 @@ _ELF_CACHE: dict[str, ElfFile] = {}
 
 def _elf(path: str) -> ElfFile:
     # Resolve /proc/PID/root now: the cached file must outlive that process.
-    path = os.path.realpath(path)
+    try:
+        path = os.path.realpath(path)
+    except OSError:
+        pass
     st = os.stat(path)
     key = f"{st.st_dev}:{st.st_ino}:{st.st_mtime_ns}"
     if key not in _ELF_CACHE:
