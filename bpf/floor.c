@@ -4,17 +4,10 @@
  * heaptrace plans (tracer.targets.plan: same files, same offsets, entry and
  * return probes), it measures what the uprobes alone cost; heaptrace's own
  * work is what it adds on top of this.
- *
- * The maps are declared only because tracer.kernel.Kernel looks them up when
- * it loads a program; no program here touches them.
  */
 #include <uapi/linux/ptrace.h>
 #include "heaptrace.h"
 
-BPF_F_TABLE("hash", struct alloc_key, struct alloc_info, allocs, 1, BPF_F_NO_PREALLOC);
-BPF_F_TABLE("hash", struct site_key, struct site_val, sites, 1, BPF_F_NO_PREALLOC);
-BPF_F_TABLE("hash", struct site_key, struct stack_val, stacks, 1, BPF_F_NO_PREALLOC);
-BPF_PERCPU_ARRAY(stats, __u64, STAT_NR);
 
 int malloc_enter(struct pt_regs *ctx) { return 0; }
 int calloc_enter(struct pt_regs *ctx) { return 0; }

@@ -17,25 +17,38 @@
 #include <uapi/linux/ptrace.h>
 #include "heaptrace.h"
 
-struct inflight {
+/* Per-thread state, in task-local storage: cheaper than a hash keyed by
+ * thread id, and freed by the kernel when the thread exits. */
+struct thread_state {
+    /* The allocator call in flight (entry seen, return not yet): sp == 0
+     * when none. */
     __u64 sp;     /* stack pointer at entry: [sp] is the return address */
     __u64 kind;
     __u64 size;
     __u64 ptr;    /* realloc: old block; posix_memalign: where to write */
     __u64 stack;
     __u64 skip;   /* outside --min-size/--max-size: seen, not counted */
-};
-
-struct new_frame {
-    __u64 sp;     /* stack pointer at operator new entry */
-    __u64 stack;  /* the stack of operator new's caller */
+    /* The operator new in flight: its caller is charged for the malloc it
+     * makes. new_sp == 0 when none. */
+    __u64 new_sp;
+    __u64 new_stack;
+    /* The site this thread charged last: a loop allocating from one place
+     * skips the stacks and sites lookups. */
+    __u64 last_stack;
+    __u32 last_tgid;
+    __u32 last_slot;
 };
 
 BPF_F_TABLE("hash", struct alloc_key, struct alloc_info, allocs, MAX_ALLOCS, BPF_F_NO_PREALLOC);
-BPF_HASH(sites, struct site_key, struct site_val, MAX_SITES);
+/* A site's counters live in an array slot: the hash is consulted once per
+ * new (thread, site) pair, a free reaches its counters by the slot kept in
+ * the block's record. Slots are handed out per CPU (uprobe programs run with
+ * preemption off, so a per-CPU counter needs no atomics) and not reused. */
+BPF_HASH(sites, struct site_key, __u32, MAX_SITES);
+BPF_ARRAY(counts, struct site_val, MAX_SITES);
+BPF_PERCPU_ARRAY(slot_next, __u32, 1);
 BPF_F_TABLE("hash", struct site_key, struct stack_val, stacks, MAX_SITES, BPF_F_NO_PREALLOC);
-BPF_HASH(inflight, __u64, struct inflight, MAX_INFLIGHT);
-BPF_HASH(newframes, __u64, struct new_frame, MAX_INFLIGHT);
+BPF_TASK_STORAGE(threads, struct thread_state);
 BPF_PERCPU_ARRAY(stats, __u64, STAT_NR);
 BPF_PERCPU_ARRAY(stackbuf, struct stack_val, 1);
 
@@ -53,17 +66,25 @@ static __always_inline __u64 mix(__u64 h, __u64 v)
     return (h ^ v) * 0x100000001b3ULL;
 }
 
-static __always_inline __u64 collect_stack(struct pt_regs *ctx, __u32 tgid, __u64 sp)
+static __always_inline struct thread_state *thread(void)
+{
+    struct task_struct *task = (struct task_struct *)bpf_get_current_task_btf();
+    return threads.task_storage_get(task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+}
+
+/* The stack of an allocation: ip0 is the allocator's caller (the return
+ * address), fp its frame pointer register, sp the stack pointer at that
+ * point. Frames are taken from the frame-pointer chain while it rises on
+ * this thread's stack. */
+static __always_inline __u64 collect_stack(struct thread_state *ts, __u32 tgid,
+                                           __u64 ip0, __u64 fp, __u64 sp)
 {
     int zero = 0;
     struct stack_val *st = stackbuf.lookup(&zero);
     if (!st)
         return 0;
-    __u64 ret = 0;
-    bpf_probe_read_user(&ret, sizeof(ret), (void *)sp);
-    st->ip[0] = ret;
-    __u64 h = mix(0xcbf29ce484222325ULL, ret);
-    __u64 fp = PT_REGS_FP(ctx);
+    st->ip[0] = ip0;
+    __u64 h = mix(0xcbf29ce484222325ULL, ip0);
     __u64 prev = sp;
     __u32 depth = 1;
 #pragma clang loop unroll(disable)
@@ -82,73 +103,101 @@ static __always_inline __u64 collect_stack(struct pt_regs *ctx, __u32 tgid, __u6
         fp = frame[0];
     }
     st->depth = depth;
+    if (ts->last_stack == h && ts->last_tgid == tgid)
+        return h;
     struct site_key key = {.tgid = tgid, .stack = h};
     if (!stacks.lookup(&key)) {
         int err = stacks.update(&key, st);
-        if (err && err != -EEXIST)
+        if (err && err != -EEXIST) {
             stat_inc(STAT_LOST_STACK_MAP_FULL);
+            return h;
+        }
     }
     return h;
 }
 
-/* The stack to charge: operator new's caller when this allocation is the
- * one operator new is making, else this call's own. */
-static __always_inline __u64 charge_stack(struct pt_regs *ctx, __u64 id, __u64 sp)
-{
-    struct new_frame *nf = newframes.lookup(&id);
-    if (nf) {
-        __u64 stack = nf->stack;
-        int nested = nf->sp > sp && nf->sp - sp < NEW_NEST_SPAN;
-        newframes.delete(&id);
-        if (nested)
-            return stack;
-    }
-    return collect_stack(ctx, id >> 32, sp);
-}
-
 static __always_inline int alloc_enter(struct pt_regs *ctx, __u64 kind, __u64 size, __u64 ptr)
 {
-    __u64 id = bpf_get_current_pid_tgid();
     __u64 sp = PT_REGS_SP(ctx);
-    struct inflight *cur = inflight.lookup(&id);
-    /* Called from inside an allocator call of this thread: the outer call
-     * is the allocation. An entry left by a call whose return was never
-     * seen lies above this one on the stack and is replaced. */
-    if (cur && cur->sp >= sp && cur->sp - sp < STACK_SPAN)
+    struct thread_state *ts = thread();
+    if (!ts) {
+        stat_inc(STAT_LOST_INFLIGHT_FULL);
         return 0;
-    struct inflight in = {.sp = sp, .kind = kind, .size = size, .ptr = ptr};
+    }
+    /* Called from inside an allocator call of this thread: the outer call
+     * is the allocation. A call whose return was never seen lies above
+     * this one on the stack (or on another stack) and is replaced. */
+    if (ts->sp && ts->sp >= sp && ts->sp - sp < STACK_SPAN)
+        return 0;
+    ts->kind = kind;
+    ts->size = size;
+    ts->ptr = ptr;
+    ts->skip = 0;
 #ifdef MIN_SIZE
     if (size < MIN_SIZE)
-        in.skip = 1;
+        ts->skip = 1;
 #endif
 #ifdef MAX_SIZE
     if (size > MAX_SIZE)
-        in.skip = 1;
+        ts->skip = 1;
 #endif
-    if (!in.skip)
-        in.stack = charge_stack(ctx, id, sp);
-    if (inflight.update(&id, &in))
-        stat_inc(STAT_LOST_INFLIGHT_FULL);
+    /* The stack to charge: operator new's caller when this is the
+     * allocation operator new is making; else this call's own, taken at the
+     * return, where the kernel hands over the return address for free. */
+    ts->stack = 0;
+    __u64 new_sp = ts->new_sp;
+    ts->new_sp = 0;
+    if (new_sp > sp && new_sp - sp < NEW_NEST_SPAN)
+        ts->stack = ts->new_stack;
+    ts->sp = sp;
     return 0;
 }
 
-static __always_inline void charge(struct site_key *sk, __s64 bytes, __s64 count,
-                                   __u64 alloc_bytes, __u64 allocs, __u64 frees)
+/* The counters slot of (tgid, stack), allocated on first sight. */
+static __always_inline __u32 slot_of(struct thread_state *ts, __u32 tgid, __u64 stack)
 {
-    struct site_val *sv = sites.lookup(sk);
-    if (!sv) {
-        struct site_val zero = {};
-        sites.update(sk, &zero);
-        sv = sites.lookup(sk);
-        if (!sv) {
+    if (ts->last_stack == stack && ts->last_tgid == tgid)
+        return ts->last_slot;
+    struct site_key k = {.tgid = tgid, .stack = stack};
+    __u32 slot;
+    __u32 *found = sites.lookup(&k);
+    if (found) {
+        slot = *found;
+    } else {
+        int zero = 0;
+        __u32 *next = slot_next.lookup(&zero);
+        if (!next)
+            return NO_SLOT;
+        slot = *next * HT_NR_CPUS + bpf_get_smp_processor_id();
+        if (slot >= MAX_SITES) {
             stat_inc(STAT_LOST_SITE_MAP_FULL);
-            return;
+            return NO_SLOT;
+        }
+        *next += 1;
+        if (sites.insert(&k, &slot)) {
+            found = sites.lookup(&k); /* another CPU was first: its slot */
+            if (!found) {
+                stat_inc(STAT_LOST_SITE_MAP_FULL);
+                return NO_SLOT;
+            }
+            slot = *found;
         }
     }
+    ts->last_stack = stack;
+    ts->last_tgid = tgid;
+    ts->last_slot = slot;
+    return slot;
+}
+
+/* Live blocks are allocs - frees: one atomic fewer on each side. */
+static __always_inline void charge(__u32 slot, __s64 bytes,
+                                   __u64 alloc_bytes, __u64 allocs, __u64 frees)
+{
+    struct site_val *sv = counts.lookup(&slot);
+    if (!sv)
+        return;
     if (bytes)
         __sync_fetch_and_add(&sv->live_bytes, bytes);
-    if (count)
-        __sync_fetch_and_add(&sv->live_allocs, count);
     if (alloc_bytes)
         __sync_fetch_and_add(&sv->alloc_bytes, alloc_bytes);
     if (allocs)
@@ -167,20 +216,24 @@ static __always_inline int release(__u32 tgid, __u64 addr, int count_unknown)
             stat_inc(STAT_UNKNOWN_FREE);
         return 0;
     }
-    struct site_key sk = {.tgid = tgid, .stack = ai->stack};
+    __u32 slot = ai->slot;
     __s64 size = ai->size;
     /* Delete first: of two racing frees of one block, one wins. */
     if (allocs.delete(&ak))
         return 0;
-    charge(&sk, -size, -1, 0, 0, 1);
+    charge(slot, -size, 0, 0, 1);
     return 1;
 }
 
-static __always_inline void track(__u32 tgid, __u64 addr, __u64 size, __u64 stack)
+static __always_inline void track(__u32 tgid, __u64 addr, __u64 size, __u32 slot)
 {
+    if (slot == NO_SLOT)
+        return; /* counted as lost by slot_of */
     struct alloc_key ak = {.tgid = tgid, .addr = addr};
-    struct alloc_info ai = {.size = size, .stack = stack, .ts = bpf_ktime_get_ns()};
-    struct site_key sk = {.tgid = tgid, .stack = stack};
+    struct alloc_info ai = {.size = size, .slot = slot};
+#ifdef TRACK_AGE
+    ai.ts = bpf_ktime_get_ns();
+#endif
     int err = allocs.insert(&ak, &ai);
     if (err == -EEXIST) {
         /* An address handed out again without its free being seen (a free
@@ -192,22 +245,21 @@ static __always_inline void track(__u32 tgid, __u64 addr, __u64 size, __u64 stac
         stat_inc(STAT_LOST_ALLOC_MAP_FULL);
         return;
     }
-    charge(&sk, size, 1, size, 1, 0);
+    charge(slot, size, size, 1, 0);
 }
 
 int alloc_return(struct pt_regs *ctx)
 {
-    __u64 id = bpf_get_current_pid_tgid();
-    __u32 tgid = id >> 32;
-    struct inflight *cur = inflight.lookup(&id);
-    if (!cur)
+    __u32 tgid = bpf_get_current_pid_tgid() >> 32;
+    struct thread_state *ts = thread();
+    if (!ts || !ts->sp)
         return 0;
     /* After the return instruction sp is 8 above its value at entry: an
      * inner call returning is not the outer allocation. */
-    if (PT_REGS_SP(ctx) != cur->sp + 8)
+    if (PT_REGS_SP(ctx) != ts->sp + 8)
         return 0;
-    struct inflight in = *cur;
-    inflight.delete(&id);
+    struct thread_state in = *ts;
+    ts->sp = 0;
     __u64 ret = PT_REGS_RC(ctx);
     if (in.skip) {
         /* Out of the --min-size/--max-size range: not counted. A realloc
@@ -216,7 +268,6 @@ int alloc_return(struct pt_regs *ctx)
             release(tgid, in.ptr, 0);
         return 0;
     }
-
     __u64 addr = ret;
     if (in.kind == K_POSIX_MEMALIGN) {
         if ((int)ret != 0) {
@@ -243,17 +294,17 @@ int alloc_return(struct pt_regs *ctx)
                  * move its record, charge only the change in size. */
                 struct alloc_info moved = *ai;
                 __s64 delta = (__s64)in.size - (__s64)moved.size;
-                struct site_key sk = {.tgid = tgid, .stack = moved.stack};
+                __u32 slot = moved.slot;
                 moved.size = in.size;
                 if (addr != in.ptr)
                     allocs.delete(&ak);
                 struct alloc_key nk = {.tgid = tgid, .addr = addr};
                 if (allocs.update(&nk, &moved)) {
                     stat_inc(STAT_LOST_ALLOC_MAP_FULL);
-                    charge(&sk, -(__s64)(moved.size - delta), -1, 0, 0, 1);
+                    charge(slot, -(__s64)(moved.size - delta), 0, 0, 1);
                     return 0;
                 }
-                charge(&sk, delta, 0, delta > 0 ? delta : 0, 0, 0);
+                charge(slot, delta, delta > 0 ? delta : 0, 0, 0);
                 return 0;
             }
             stat_inc(STAT_UNKNOWN_FREE);
@@ -265,7 +316,13 @@ int alloc_return(struct pt_regs *ctx)
         stat_inc(STAT_FAILED_ALLOC);
         return 0;
     }
-    track(tgid, addr, in.size, in.stack);
+    if (!in.stack)
+        /* In a return probe the kernel has already put the original return
+         * address in ip, and fp is restored (callee-saved): the caller's
+         * stack without reading user memory for it. in.sp is the stack
+         * pointer at entry, as if taken there. */
+        in.stack = collect_stack(ts, tgid, PT_REGS_IP(ctx), PT_REGS_FP(ctx), in.sp);
+    track(tgid, addr, in.size, slot_of(ts, tgid, in.stack));
     return 0;
 }
 
@@ -320,12 +377,15 @@ int free_enter(struct pt_regs *ctx)
  * nothrow form calls the throwing one) keeps the outer caller. */
 int new_enter(struct pt_regs *ctx)
 {
-    __u64 id = bpf_get_current_pid_tgid();
     __u64 sp = PT_REGS_SP(ctx);
-    struct new_frame *nf = newframes.lookup(&id);
-    if (nf && nf->sp > sp && nf->sp - sp < NEW_NEST_SPAN)
+    struct thread_state *ts = thread();
+    if (!ts)
         return 0;
-    struct new_frame f = {.sp = sp, .stack = collect_stack(ctx, id >> 32, sp)};
-    newframes.update(&id, &f);
+    if (ts->new_sp > sp && ts->new_sp - sp < NEW_NEST_SPAN)
+        return 0;
+    __u64 ret = 0;
+    bpf_probe_read_user(&ret, sizeof(ret), (void *)sp);
+    ts->new_stack = collect_stack(ts, bpf_get_current_pid_tgid() >> 32, ret, PT_REGS_FP(ctx), sp);
+    ts->new_sp = sp;
     return 0;
 }

@@ -24,17 +24,19 @@
 #define MAX_ALLOCS 4194304
 #endif
 
-/* Distinct (process, stack) pairs. Call sites are few compared with blocks;
- * 65536 leaves room for deep, varied stacks in many processes. */
+/* Distinct (process, stack) pairs over the session (slots are not reused).
+ * Call sites are few compared with blocks; 65536 leaves room for deep,
+ * varied stacks in many processes. */
 #ifndef MAX_SITES
 #define MAX_SITES 65536
 #endif
 
-/* Threads inside an allocator call at the same moment (entry seen, return
- * not yet). Bounded by runnable threads, not by allocations. */
-#ifndef MAX_INFLIGHT
-#define MAX_INFLIGHT 16384
+/* Possible CPUs: slots are handed out per CPU (the front end passes the
+ * real number). */
+#ifndef HT_NR_CPUS
+#define HT_NR_CPUS 64
 #endif
+#define NO_SLOT 0xffffffff
 
 /* The page size, for pvalloc's rounding (the front end passes the real
  * one from sysconf). */
@@ -65,7 +67,7 @@
 #define STAT_LOST_ALLOC_MAP_FULL 0 /* block not tracked: allocs map full */
 #define STAT_LOST_SITE_MAP_FULL 1  /* block not charged: sites map full */
 #define STAT_LOST_STACK_MAP_FULL 2 /* stack not stored: shown as [lost] */
-#define STAT_LOST_INFLIGHT_FULL 3  /* call not seen: in-flight map full */
+#define STAT_LOST_INFLIGHT_FULL 3  /* call not seen: no thread storage */
 #define STAT_UNKNOWN_FREE 4        /* free of a block from before attach */
 #define STAT_FAILED_ALLOC 5        /* allocator returned NULL / error */
 #define STAT_NR 8
@@ -78,8 +80,9 @@ struct alloc_key {
 
 struct alloc_info {
     __u64 size;
-    __u64 stack; /* stack hash: key into sites and stacks with the tgid */
-    __u64 ts;    /* bpf_ktime_get_ns() at allocation, for --min-age */
+    __u32 slot;  /* the site's slot in the counts array */
+    __u32 pad;
+    __u64 ts;    /* bpf_ktime_get_ns() at allocation: only with TRACK_AGE (--min-age) */
 };
 
 struct site_key {
@@ -88,9 +91,9 @@ struct site_key {
     __u64 stack;
 };
 
+/* Live blocks of a site = allocs - frees (one atomic fewer per call). */
 struct site_val {
     __s64 live_bytes;
-    __s64 live_allocs;
     __u64 alloc_bytes;
     __u64 allocs;
     __u64 frees;

@@ -6,6 +6,7 @@ and integers; ``tracer.layout`` decodes them and the pipeline is pure.
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ class Limits:
     max_sites: int = layout.C["MAX_SITES"]
     min_size: int | None = None
     max_size: int | None = None
+    track_age: bool = False  # stamp each block with its time (--min-age)
 
     def cflags(self) -> list[str]:
         flags = [
@@ -30,12 +32,15 @@ class Limits:
             f"-DMAX_ALLOCS={self.max_allocs}",
             f"-DMAX_SITES={self.max_sites}",
             f"-DHT_PAGE_SIZE={os.sysconf('SC_PAGE_SIZE')}",
+            f"-DHT_NR_CPUS={len(_possible_cpus())}",
             "-Wno-macro-redefined",
         ]
         if self.min_size is not None:
             flags.append(f"-DMIN_SIZE={self.min_size}ULL")
         if self.max_size is not None:
             flags.append(f"-DMAX_SIZE={self.max_size}ULL")
+        if self.track_age:
+            flags.append("-DTRACK_AGE")
         return flags
 
 
@@ -48,6 +53,20 @@ class Probe:
     fn: str            # BPF function name in bpf/heaptrace.c
     pid: int           # -1: every process mapping the file
     ret: bool = False  # a return probe
+
+
+def _possible_cpus() -> list[int]:
+    """CPU ids from /sys/devices/system/cpu/possible ("0-1", "0,2-5")."""
+    try:
+        with open("/sys/devices/system/cpu/possible") as f:
+            text = f.read().strip()
+    except OSError:
+        return list(range(os.cpu_count() or 1))
+    cpus: list[int] = []
+    for part in text.split(","):
+        lo, _, hi = part.partition("-")
+        cpus.extend(range(int(lo), int(hi or lo) + 1))
+    return cpus
 
 
 def _quietly(fn, *args) -> None:
@@ -82,10 +101,7 @@ class Kernel:
                 f"headers are missing: run scripts/bootstrap, or install "
                 f"linux-headers-{os.uname().release}") from e
         self._attached: list[Probe] = []
-        self.allocs = self.bpf["allocs"]
-        self.sites = self.bpf["sites"]
-        self.stacks = self.bpf["stacks"]
-        self.stats_map = self.bpf["stats"]
+        self._ncpus = len(_possible_cpus())
 
     # -- probes ------------------------------------------------------------
     def attach(self, p: Probe) -> None:
@@ -125,46 +141,69 @@ class Kernel:
         self.close()
 
     # -- maps --------------------------------------------------------------
+    def _map(self, name: str):
+        return self.bpf[name]
+
     @staticmethod
     def _items(table) -> Iterator[tuple[bytes, bytes]]:
         try:
             it = list(table.items_lookup_batch())
         except Exception:  # kernels without batch ops for this map type
             it = list(table.items())
+        ksize, vsize = ctypes.sizeof(table.Key), ctypes.sizeof(table.Leaf)
         for k, v in it:
-            yield bytes(k), bytes(v)
+            # bcc hands scalar keys and values over as Python ints
+            yield (k.to_bytes(ksize, "little") if isinstance(k, int) else bytes(k),
+                   v.to_bytes(vsize, "little") if isinstance(v, int) else bytes(v))
 
-    def read_sites(self) -> list[tuple[bytes, bytes]]:
-        """Every (site_key, site_val): O(sites), not O(live blocks)."""
-        return list(self._items(self.sites))
+    def _slots_used(self) -> int:
+        """One past the highest counters slot handed out (per-CPU counters)."""
+        nexts = self._map("slot_next")[ctypes.c_int(0)]
+        top = 0
+        for cpu, n in enumerate(nexts):
+            if n:
+                top = max(top, (n - 1) * self._ncpus + cpu + 1)
+        return top
+
+    def _read_counts(self, n: int) -> bytes:
+        """The first n slots of the counts array, in one batch syscall."""
+        from bcc.libbcc import lib
+        table = self._map("counts")
+        size = ctypes.sizeof(table.Leaf)
+        if n == 0:
+            return b""
+        keys = (ctypes.c_uint32 * n)()
+        vals = (ctypes.c_char * (size * n))()
+        count = ctypes.c_uint32(n)
+        out = ctypes.c_uint32(0)
+        res = lib.bpf_lookup_batch(table.map_fd, None, ctypes.byref(out), ctypes.byref(keys),
+                                   ctypes.byref(vals), ctypes.byref(count))
+        if res != 0 and ctypes.get_errno() not in (0, errno.ENOENT):
+            # No batch support: one lookup per slot.
+            return b"".join(bytes(table[ctypes.c_int(i)]) for i in range(n))
+        return bytes(vals)[: count.value * size]
+
+    def read_sites(self) -> list[tuple[bytes, int, bytes]]:
+        """Every (site_key, slot, site_val): O(sites), not O(live blocks)."""
+        index = [(k, int.from_bytes(v, "little")) for k, v in self._items(self._map("sites"))]
+        raw = self._read_counts(self._slots_used())
+        size = layout.SITE_VAL.size
+        return [(k, slot, raw[slot * size:(slot + 1) * size]) for k, slot in index
+                if (slot + 1) * size <= len(raw)]
 
     def read_allocs(self) -> Iterator[tuple[bytes, bytes]]:
         """Every live block: O(live blocks). Only --min-age needs this."""
-        return self._items(self.allocs)
+        return self._items(self._map("allocs"))
 
     def read_stack(self, tgid: int, stack: int) -> bytes | None:
-        key = self.stacks.Key.from_buffer_copy(layout.KEY.pack(tgid, 0, stack))
+        stacks = self._map("stacks")
+        key = stacks.Key.from_buffer_copy(layout.KEY.pack(tgid, 0, stack))
         try:
-            return bytes(self.stacks[key])
+            return bytes(stacks[key])
         except KeyError:
             return None
 
     def stats(self) -> list[int]:
         """Per-CPU counters summed, indexed by the STAT_* constants."""
-        out = []
-        for i in range(layout.C["STAT_NR"]):
-            vals = self.stats_map[ctypes.c_int(i)]
-            out.append(int(sum(vals)))
-        return out
-
-    def forget_process(self, tgid: int) -> int:
-        """Drop a finished process's sites and stacks from the kernel maps."""
-        n = 0
-        for table in (self.sites, self.stacks):
-            for k in [k for k in table.keys() if k.tgid == tgid]:
-                try:
-                    del table[k]
-                    n += 1
-                except KeyError:
-                    pass
-        return n
+        stats = self._map("stats")
+        return [int(sum(stats[ctypes.c_int(i)])) for i in range(layout.C["STAT_NR"])]

@@ -34,10 +34,10 @@ MAX_DEPTH_DEFAULT = C["MAX_DEPTH"]
 
 # struct alloc_key / site_key: {u32 tgid; u32 pad; u64 addr-or-stack}
 KEY = struct.Struct("<IIQ")
-# struct alloc_info: {u64 size; u64 stack; u64 ts}
-ALLOC_INFO = struct.Struct("<QQQ")
-# struct site_val: {s64 live_bytes; s64 live_allocs; u64 alloc_bytes; u64 allocs; u64 frees}
-SITE_VAL = struct.Struct("<qqQQQ")
+# struct alloc_info: {u64 size; u32 slot; u32 pad; u64 ts}
+ALLOC_INFO = struct.Struct("<QIIQ")
+# struct site_val: {s64 live_bytes; u64 alloc_bytes; u64 allocs; u64 frees}
+SITE_VAL = struct.Struct("<qQQQ")
 
 
 def stack_val(depth: int = MAX_DEPTH_DEFAULT) -> struct.Struct:
@@ -49,7 +49,7 @@ LOST_STATS = {
     C["STAT_LOST_ALLOC_MAP_FULL"]: "blocks not tracked (allocation map full: raise --max-allocs)",
     C["STAT_LOST_SITE_MAP_FULL"]: "blocks not charged (site map full: raise --max-sites)",
     C["STAT_LOST_STACK_MAP_FULL"]: "stacks not stored (stack map full: raise --max-sites)",
-    C["STAT_LOST_INFLIGHT_FULL"]: "calls not seen (in-flight map full)",
+    C["STAT_LOST_INFLIGHT_FULL"]: "calls not seen (no thread-local storage)",
 }
 
 
@@ -77,12 +77,14 @@ def decode_key(raw: bytes) -> tuple[int, int]:
 
 
 def decode_site(raw: bytes) -> SiteCounts:
-    return SiteCounts(*SITE_VAL.unpack(raw))
+    live_bytes, alloc_bytes, allocs, frees = SITE_VAL.unpack(raw)
+    return SiteCounts(live_bytes, allocs - frees, alloc_bytes, allocs, frees)
 
 
 def decode_alloc(raw: bytes) -> tuple[int, int, int]:
-    """(size, stack, ts_ns) of an alloc_info."""
-    return ALLOC_INFO.unpack(raw)  # type: ignore[return-value]
+    """(size, slot, ts_ns) of an alloc_info."""
+    size, slot, _pad, ts = ALLOC_INFO.unpack(raw)
+    return size, slot, ts
 
 
 def decode_stack(raw: bytes, depth: int = MAX_DEPTH_DEFAULT) -> tuple[int, ...]:

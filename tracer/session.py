@@ -264,12 +264,17 @@ class Session:
     # -- drain ---------------------------------------------------------------
     def drain(self, kernel: Kernel, pids: list[int]) -> Snapshot:
         sites = []
-        for k, v in kernel.read_sites():
+        by_slot = {}
+        for k, slot, v in kernel.read_sites():
             tgid, stack = layout.decode_key(k)
+            by_slot[slot] = stack
             sites.append((tgid, stack, layout.decode_site(v)))
         if self.o.min_age is not None:
             now = time.monotonic_ns()
-            blocks = ((layout.decode_key(k)[0], *layout.decode_alloc(v)) for k, v in kernel.read_allocs())
+            blocks = []
+            for k, v in kernel.read_allocs():
+                size, slot, ts = layout.decode_alloc(v)
+                blocks.append((layout.decode_key(k)[0], size, by_slot.get(slot, -1), ts))
             sites = apply_min_age(sites, blocks, now, int(self.o.min_age * 1e9))
         fresh = {(t, s) for t, s, _ in sites if (t, s) not in self.resolved}
         for tgid in {t for t, _ in fresh}:

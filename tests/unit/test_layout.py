@@ -31,20 +31,20 @@ def test_every_struct_in_the_header_is_mirrored_with_its_size():
     assert c_size(structs["alloc_key"]) == layout.KEY.size == 16
     assert c_size(structs["site_key"]) == layout.KEY.size
     assert c_size(structs["alloc_info"]) == layout.ALLOC_INFO.size == 24
-    assert c_size(structs["site_val"]) == layout.SITE_VAL.size == 40
+    assert c_size(structs["site_val"]) == layout.SITE_VAL.size == 32
     assert c_size(structs["stack_val"]) == layout.stack_val().size == 8 + 8 * 16
 
 
 def test_decode_site_key_and_value():
     key = struct.pack("<IIQ", 4242, 0, 0xDEADBEEFCAFE)
-    val = struct.pack("<qqQQQ", 5 * 1009, 5, 7 * 1009, 7, 2)
+    val = struct.pack("<qQQQ", 5 * 1009, 7 * 1009, 7, 2)
     assert layout.decode_key(key) == (4242, 0xDEADBEEFCAFE)
     s = layout.decode_site(val)
     assert (s.live_bytes, s.live_allocs, s.alloc_bytes, s.allocs, s.frees) == (5045, 5, 7063, 7, 2)
 
 
 def test_negative_live_values_decode_signed():
-    s = layout.decode_site(struct.pack("<qqQQQ", -64, -1, 0, 0, 1))
+    s = layout.decode_site(struct.pack("<qQQQ", -64, 0, 0, 1))
     assert s.live_bytes == -64 and s.live_allocs == -1
 
 
@@ -56,7 +56,7 @@ def test_decode_stack_respects_depth_and_clamps():
 
 
 def test_decode_alloc():
-    assert layout.decode_alloc(struct.pack("<QQQ", 32, 7, 123)) == (32, 7, 123)
+    assert layout.decode_alloc(struct.pack("<QIIQ", 32, 7, 0, 123)) == (32, 7, 123)
 
 
 def test_sitecounts_add():

@@ -103,7 +103,7 @@ def options(args: argparse.Namespace):
                    plain=args.plain, verbose=args.verbose,
                    limits=Limits(max_depth=args.max_depth, max_allocs=args.max_allocs,
                                  max_sites=args.max_sites, min_size=args.min_size,
-                                 max_size=args.max_size))
+                                 max_size=args.max_size, track_age=args.min_age is not None))
 
 
 def run(args: argparse.Namespace) -> int:
