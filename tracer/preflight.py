@@ -55,7 +55,17 @@ def check_headers(release: str | None = None, root: str = "") -> None:
             "links the distribution's headers when the running kernel has none")
 
 
+def check_btf(sysfs: str = "/sys") -> None:
+    """Per-thread state lives in task-local storage, which needs kernel BTF."""
+    if not os.path.exists(f"{sysfs}/kernel/btf/vmlinux"):
+        raise MissingFeature(
+            "the kernel has no BTF (/sys/kernel/btf/vmlinux is missing): heaptrace keeps "
+            "per-thread state in BPF task storage, which needs a kernel built with "
+            "CONFIG_DEBUG_INFO_BTF=y (the default on current Debian, Ubuntu and Fedora kernels)")
+
+
 def check_all() -> None:
     check_privileges()
     check_uprobes()
+    check_btf()
     check_headers()

@@ -44,3 +44,11 @@ def test_missing_headers_name_the_package_and_bootstrap(tmp_path):
     inc.mkdir(parents=True)
     (inc / "kconfig.h").write_text("")
     preflight.check_headers("6.18.0-test", root=str(tmp_path))
+
+
+def test_missing_btf_names_the_kernel_option(tmp_path):
+    with pytest.raises(MissingFeature, match="CONFIG_DEBUG_INFO_BTF"):
+        preflight.check_btf(str(tmp_path))
+    (tmp_path / "kernel/btf").mkdir(parents=True)
+    (tmp_path / "kernel/btf/vmlinux").write_text("")
+    preflight.check_btf(str(tmp_path))
