@@ -1,9 +1,12 @@
 """How a session starts and ends: exit status, bad targets, targets that exit,
 --count, --duration, SIGTERM, several processes."""
 import os
+import shutil
+import subprocess
 import re
 import signal
 import time
+from pathlib import Path
 
 import pytest
 
@@ -52,6 +55,23 @@ def test_pid_that_does_not_exist(ht):
     assert rc != 0, h.transcript()
     ht.no_traceback(h.stderr)
     assert re.search(rf"heaptrace: error: .*process {pid} does not exist", h.stderr), h.transcript()
+
+
+@pytest.mark.parametrize("target", [["-p", "1"], ["-c", "true"]])
+def test_unprivileged_user_is_told_what_is_missing(ht, target):
+    """Run as nobody (setpriv drops every capability): exit 77, one line
+    naming the missing capabilities and sudo, nothing attached."""
+    if shutil.which("setpriv") is None:
+        pytest.fail("setpriv (util-linux) is needed to drop privileges")
+    r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                        str(ht_bin()), *target], capture_output=True, text=True, timeout=60)
+    ht.no_traceback(r.stderr)
+    assert r.returncode == 77, (r.returncode, r.stderr)
+    assert "sudo" in r.stderr and "CAP_BPF" in r.stderr and "Tracing" not in r.stderr
+
+
+def ht_bin():
+    return Path(__file__).resolve().parents[2] / ".venv" / "bin" / "heaptrace"
 
 
 def _block_of(lines, pid):
