@@ -251,52 +251,53 @@ static __always_inline void track(__u32 tgid, __u64 addr, __u64 size, __u32 slot
 int alloc_return(struct pt_regs *ctx)
 {
     __u32 tgid = bpf_get_current_pid_tgid() >> 32;
-    struct thread_state *ts = thread();
+    struct task_struct *task = (struct task_struct *)bpf_get_current_task_btf();
+    struct thread_state *ts = threads.task_storage_get(task, 0, 0); /* made at entry */
     if (!ts || !ts->sp)
         return 0;
     /* After the return instruction sp is 8 above its value at entry: an
      * inner call returning is not the outer allocation. */
     if (PT_REGS_SP(ctx) != ts->sp + 8)
         return 0;
-    struct thread_state in = *ts;
+    __u64 entry_sp = ts->sp;
     ts->sp = 0;
     __u64 ret = PT_REGS_RC(ctx);
-    if (in.skip) {
+    if (ts->skip) {
         /* Out of the --min-size/--max-size range: not counted. A realloc
          * that succeeded (or freed, with size 0) still ends the old block. */
-        if ((in.kind == K_REALLOC || in.kind == K_REALLOCARRAY) && in.ptr && (ret || in.size == 0))
-            release(tgid, in.ptr, 0);
+        if ((ts->kind == K_REALLOC || ts->kind == K_REALLOCARRAY) && ts->ptr && (ret || ts->size == 0))
+            release(tgid, ts->ptr, 0);
         return 0;
     }
     __u64 addr = ret;
-    if (in.kind == K_POSIX_MEMALIGN) {
+    if (ts->kind == K_POSIX_MEMALIGN) {
         if ((int)ret != 0) {
             stat_inc(STAT_FAILED_ALLOC);
             return 0;
         }
         addr = 0;
-        bpf_probe_read_user(&addr, sizeof(addr), (void *)in.ptr);
+        bpf_probe_read_user(&addr, sizeof(addr), (void *)ts->ptr);
     }
 
-    if (in.kind == K_REALLOC || in.kind == K_REALLOCARRAY) {
+    if (ts->kind == K_REALLOC || ts->kind == K_REALLOCARRAY) {
         if (!addr) {
-            if (in.size == 0 && in.ptr)
-                release(tgid, in.ptr, 0); /* realloc(p, 0) frees p (glibc) */
+            if (ts->size == 0 && ts->ptr)
+                release(tgid, ts->ptr, 0); /* realloc(p, 0) frees p (glibc) */
             else
                 stat_inc(STAT_FAILED_ALLOC); /* failed: old block stays live */
             return 0;
         }
-        if (in.ptr) {
-            struct alloc_key ak = {.tgid = tgid, .addr = in.ptr};
+        if (ts->ptr) {
+            struct alloc_key ak = {.tgid = tgid, .addr = ts->ptr};
             struct alloc_info *ai = allocs.lookup(&ak);
             if (ai) {
                 /* The block stays charged to the site that holds it:
                  * move its record, charge only the change in size. */
                 struct alloc_info moved = *ai;
-                __s64 delta = (__s64)in.size - (__s64)moved.size;
+                __s64 delta = (__s64)ts->size - (__s64)moved.size;
                 __u32 slot = moved.slot;
-                moved.size = in.size;
-                if (addr != in.ptr)
+                moved.size = ts->size;
+                if (addr != ts->ptr)
                     allocs.delete(&ak);
                 struct alloc_key nk = {.tgid = tgid, .addr = addr};
                 if (allocs.update(&nk, &moved)) {
@@ -316,13 +317,13 @@ int alloc_return(struct pt_regs *ctx)
         stat_inc(STAT_FAILED_ALLOC);
         return 0;
     }
-    if (!in.stack)
+    if (!ts->stack)
         /* In a return probe the kernel has already put the original return
          * address in ip, and fp is restored (callee-saved): the caller's
-         * stack without reading user memory for it. in.sp is the stack
+         * stack without reading user memory for it. entry_sp is the stack
          * pointer at entry, as if taken there. */
-        in.stack = collect_stack(ts, tgid, PT_REGS_IP(ctx), PT_REGS_FP(ctx), in.sp);
-    track(tgid, addr, in.size, slot_of(ts, tgid, in.stack));
+        ts->stack = collect_stack(ts, tgid, PT_REGS_IP(ctx), PT_REGS_FP(ctx), entry_sp);
+    track(tgid, addr, ts->size, slot_of(ts, tgid, ts->stack));
     return 0;
 }
 
