@@ -87,7 +87,6 @@ class Session:
         self._realpaths: dict[tuple[int, str], str] = {}
         self.child: int | None = None
         self.child_status: int | None = None
-        self.first: Snapshot | None = None
         self.prev: Snapshot | None = None
 
     # -- signals -------------------------------------------------------------
@@ -203,8 +202,6 @@ class Session:
                     nsites = sum(len(p.sites) for p in snap.processes.values())
                     _log(f"drain: {nsites} sites in {time.monotonic() - td:.3f} s")
                 n += 1
-                if self.first is None:
-                    self.first = snap
                 if csv:
                     csv.write(snap)
                 if view:
@@ -218,8 +215,7 @@ class Session:
             if view:
                 view.__exit__(None, None, None)
         if snap is not None:
-            plain.render_summary(snap, sys.stdout, top=self.o.top, first=None,
-                                 seconds=time.monotonic() - t0)
+            plain.render_summary(snap, sys.stdout, top=self.o.top, seconds=time.monotonic() - t0)
         if self.stop_reason:
             _log(f"heaptrace: stopped by {self.stop_reason}")
         if self.child is not None and self.child not in self.exited:
@@ -235,7 +231,6 @@ class Session:
             if self.stop.is_set():
                 return True
             if deadline is not None and now >= deadline:
-                self.stop_reason = self.stop_reason or ""
                 return True
             self._check_targets(pids)
             if all(p in self.exited for p in pids):

@@ -37,13 +37,13 @@ def render(snap: Snapshot, prev: Snapshot | None, out: TextIO, *, top: int = 10,
     out.flush()
 
 
-def render_summary(snap: Snapshot, out: TextIO, *, top: int = 10, first: Snapshot | None = None,
-                   seconds: float | None = None) -> None:
+def render_summary(snap: Snapshot, out: TextIO, *, top: int = 10, seconds: float | None = None) -> None:
+    """The end of a session: totals since attach, the top stacks, what was lost."""
     out.write("\n")
     head = "heaptrace summary"
     if seconds is not None:
         head += f" after {seconds:.1f} s"
-    render(snap, first, out, top=top, title=head + " (growth: since start)")
+    render(snap, None, out, top=top, title=head + " (growth: since tracing began)")
     for p in ranked(snap, top):
         for r in callsites(p, {})[:3]:
             if r.counts.live_bytes <= 0:
