@@ -126,8 +126,10 @@ class Kernel:
             return
         self.bpf = None
         try:
-            # Each uprobe's release waits for an RCU grace period (~0.1 s on
-            # this kernel): release them side by side, not one after another.
+            # Each uprobe's release waits for an RCU tasks-trace grace period
+            # (~0.1 s on this kernel). The kernel mostly serialises them;
+            # releasing from several threads still saves ~20% (1.9 -> 1.5 s
+            # for 17 probes, measured).
             events = list(bpf.uprobe_fds)
             with ThreadPoolExecutor(max(1, min(32, len(events)))) as pool:
                 list(pool.map(lambda ev: _quietly(bpf.detach_uprobe_event, ev), events))
