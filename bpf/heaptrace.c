@@ -6,10 +6,11 @@
  *    probe per free; everything is aggregated here, per (tgid, stack):
  *    the front end reads per-site totals, never walks the live blocks;
  *  - a block's record (size, stack) is keyed by (tgid, address);
- *  - the caller is the return address at [sp] on entry: exact even when
- *    the caller has no frame pointer. Deeper frames come from a
- *    frame-pointer walk that stops at the first frame that does not lie
- *    above the previous one on this thread's stack;
+ *  - the caller is the return address (taken in the return probe, where
+ *    the kernel has restored it into ip; for operator new, read at [sp]
+ *    on entry): exact even when the caller has no frame pointer. Deeper
+ *    frames come from a frame-pointer walk that stops at the first frame
+ *    that does not lie above the previous one on this thread's stack;
  *  - an allocator function called from inside another (realloc(NULL, n)
  *    calling malloc, reallocarray tail-calling realloc) is one allocation:
  *    only the outermost call, recognised by its stack pointer, is counted.
@@ -124,9 +125,12 @@ static __always_inline int alloc_enter(struct pt_regs *ctx, __u64 kind, __u64 si
         stat_inc(STAT_LOST_INFLIGHT_FULL);
         return 0;
     }
-    /* Called from inside an allocator call of this thread: the outer call
-     * is the allocation. A call whose return was never seen lies above
-     * this one on the stack (or on another stack) and is replaced. */
+    /* Called from inside an allocator call of this thread (deeper on the
+     * same stack): the outer call is the allocation. A recorded call that
+     * is not above this one (another stack, or below) is stale and is
+     * replaced. (One whose return is never seen -- a longjmp out of a
+     * signal handler inside malloc -- hides deeper calls until a call from
+     * a shallower frame replaces it.) */
     if (ts->sp && ts->sp >= sp && ts->sp - sp < STACK_SPAN)
         return 0;
     ts->kind = kind;
