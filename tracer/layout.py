@@ -93,6 +93,3 @@ def decode_stack(raw: bytes, depth: int = MAX_DEPTH_DEFAULT) -> tuple[int, ...]:
     n = max(0, min(fields[0], depth))
     return tuple(fields[2:2 + n])
 
-
-def sum_percpu(values: list[int]) -> int:
-    return int(sum(values))
