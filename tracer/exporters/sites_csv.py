@@ -21,11 +21,13 @@ _FORMULA = ("=", "+", "-", "@", "\t", "\r")
 
 
 def protect(s: str) -> str:
-    return "'" + s if s.startswith(_FORMULA) else s
+    """A cell a spreadsheet shows as text: a leading quote before a formula
+    character, and before a leading quote (so that ``unprotect`` is exact)."""
+    return "'" + s if s.startswith(_FORMULA + ("'",)) else s
 
 
 def unprotect(s: str) -> str:
-    return s[1:] if s.startswith("'") and s[1:].startswith(_FORMULA) else s
+    return s[1:] if s.startswith("'") and s[1:].startswith(_FORMULA + ("'",)) else s
 
 
 def open_for_append(path: str) -> IO[str]:
