@@ -70,6 +70,7 @@
 #define STAT_LOST_INFLIGHT_FULL 3  /* call not seen: no thread storage */
 #define STAT_UNKNOWN_FREE 4        /* free of a block from before attach */
 #define STAT_FAILED_ALLOC 5        /* allocator returned NULL / error */
+#define STAT_LOST_VM_EVENT 6       /* VM syscall not seen: ring buffer full */
 #define STAT_NR 8
 
 struct alloc_key {
@@ -103,6 +104,36 @@ struct stack_val {
     __u32 depth;
     __u32 pad;
     __u64 ip[MAX_DEPTH];
+};
+
+/* Processes traced by the syscall tracepoints (which fire for every process
+ * on the host): a handful with -p/-c. */
+#ifndef MAX_TARGETS
+#define MAX_TARGETS 4096
+#endif
+
+/* Pages of the ring buffer that carries VM syscall events to user space.
+ * Events are rare (mmap, munmap, ...): 64 pages hold ~3000 of them between
+ * two drains. */
+#ifndef VM_RING_PAGES
+#define VM_RING_PAGES 64
+#endif
+
+/* VM syscalls streamed to user space (kind of struct vm_event). */
+#define VM_MMAP 1     /* a0 addr, a1 len, a2 prot, a3 flags, a4 fd */
+#define VM_MUNMAP 2   /* a0 addr, a1 len */
+#define VM_MREMAP 3   /* a0 old addr, a1 old len, a2 new len, a3 flags, a4 new addr */
+#define VM_MPROTECT 4 /* a0 addr, a1 len, a2 prot */
+#define VM_BRK 5      /* a0 requested break */
+#define VM_MADVISE 6  /* a0 addr, a1 len, a2 advice */
+
+struct vm_event {
+    __u32 tgid;
+    __u32 kind;
+    __u64 a0, a1, a2, a3, a4; /* the syscall's arguments */
+    __s64 ret;                /* its result */
+    __u64 stack;              /* stack hash of the caller (in stacks) */
+    __u64 caller;             /* the return address into the caller */
 };
 
 #endif /* HEAPTRACE_H */

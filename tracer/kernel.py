@@ -10,7 +10,7 @@ import errno
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterator
 
 from . import layout
 from .errors import MissingFeature
@@ -89,12 +89,16 @@ def _import_bcc():
 class Kernel:
     """The loaded BPF object. Use as a context manager: leaving detaches all."""
 
-    def __init__(self, limits: Limits, program: str | os.PathLike = layout.PROGRAM):
+    def __init__(self, limits: Limits, program: str | os.PathLike = layout.PROGRAM,
+                 extra: tuple[str | os.PathLike, ...] = (layout.VM_PROGRAM,)):
+        """Compile ``program`` followed by ``extra`` sources as one unit (bcc
+        generates tracepoint argument structs only for the text it is given,
+        not for included files)."""
         bcc = _import_bcc()
         self.limits = limits
-        self._stack = layout.stack_val(limits.max_depth)
+        text = "\n".join(open(p).read() for p in (program, *extra))
         try:
-            self.bpf = bcc.BPF(src_file=str(program).encode(), cflags=limits.cflags())
+            self.bpf = bcc.BPF(text=text.encode(), cflags=limits.cflags())
         except Exception as e:
             raise MissingFeature(
                 f"could not compile heaptrace's BPF programs ({e}). Most often the kernel "
@@ -204,6 +208,24 @@ class Kernel:
             return bytes(stacks[key])
         except KeyError:
             return None
+
+    def add_target(self, tgid: int) -> None:
+        """Let the VM syscall tracepoints see this process."""
+        targets = self._map("targets")
+        targets[targets.Key(tgid)] = targets.Leaf(1)
+
+    def open_vm_events(self, callback: Callable[[bytes], None]) -> None:
+        """Each VM syscall event, as raw struct vm_event bytes, to callback."""
+        def on_event(_ctx, data, size):
+            callback(ctypes.string_at(data, size))
+            return 0
+        self._vm_callback = on_event  # keep alive: bcc holds only a C pointer
+        self._map("vm_events").open_ring_buffer(on_event)
+
+    def poll_vm_events(self) -> None:
+        """Hand every pending VM syscall event to the callback, now."""
+        if getattr(self, "_vm_callback", None) is not None:
+            self.bpf.ring_buffer_consume()
 
     def stats(self) -> list[int]:
         """Per-CPU counters summed, indexed by the STAT_* constants."""

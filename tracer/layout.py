@@ -16,6 +16,7 @@ from pathlib import Path
 BPF_DIR = Path(__file__).resolve().parent.parent / "bpf"
 HEADER = BPF_DIR / "heaptrace.h"
 PROGRAM = BPF_DIR / "heaptrace.c"
+VM_PROGRAM = BPF_DIR / "vmevents.c"  # compiled after PROGRAM, in one unit
 
 
 @lru_cache(maxsize=None)
@@ -40,6 +41,25 @@ ALLOC_INFO = struct.Struct("<QIIQ")
 SITE_VAL = struct.Struct("<qQQQ")
 
 
+# struct vm_event: {u32 tgid; u32 kind; u64 a0..a4; s64 ret; u64 stack; u64 caller}
+VM_EVENT = struct.Struct("<II5QqQQ")
+
+
+@dataclass(frozen=True)
+class VmEvent:
+    tgid: int
+    kind: int
+    args: tuple[int, int, int, int, int]
+    ret: int
+    stack: int
+    caller: int
+
+
+def decode_vm_event(raw: bytes) -> VmEvent:
+    tgid, kind, a0, a1, a2, a3, a4, ret, stack, caller = VM_EVENT.unpack_from(raw)
+    return VmEvent(tgid, kind, (a0, a1, a2, a3, a4), ret, stack, caller)
+
+
 def stack_val(depth: int = MAX_DEPTH_DEFAULT) -> struct.Struct:
     """struct stack_val: {u32 depth; u32 pad; u64 ip[MAX_DEPTH]}."""
     return struct.Struct(f"<II{depth}Q")
@@ -50,6 +70,7 @@ LOST_STATS = {
     C["STAT_LOST_SITE_MAP_FULL"]: "blocks not charged (site map full: raise --max-sites)",
     C["STAT_LOST_STACK_MAP_FULL"]: "stacks not stored (stack map full: raise --max-sites)",
     C["STAT_LOST_INFLIGHT_FULL"]: "calls not seen (no thread-local storage)",
+    C["STAT_LOST_VM_EVENT"]: "mmap/munmap/... events not seen (ring buffer full)",
 }
 
 

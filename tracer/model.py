@@ -28,6 +28,11 @@ class Site:
         return (self.pid, self.source, self.frames)
 
     @property
+    def label(self) -> str:
+        """The call site as the views show it: direct mappings are marked."""
+        return self.callsite if self.source == "malloc" else f"{self.callsite} ({self.source})"
+
+    @property
     def folded(self) -> str:
         """Frames outermost first, joined by ';' (folded-stack convention)."""
         return ";".join(reversed(self.frames))
@@ -97,25 +102,29 @@ def build_snapshot(timestamp: datetime,
                    comms: Mapping[int, str],
                    exited: Iterable[int] = (),
                    stats: Mapping[str, int] | None = None,
-                   pids: Iterable[int] = ()) -> Snapshot:
-    """Merge per-(tgid, stack hash) kernel counts into per-site rows.
+                   pids: Iterable[int] = (),
+                   mapped: Iterable[tuple[int, int, SiteCounts]] = ()) -> Snapshot:
+    """Merge per-(tgid, stack hash) counts into per-site rows.
 
-    Several kernel stacks that resolve to the same frames (garbage cut off)
+    ``sites`` are the malloc family's kernel counts, ``mapped`` the program's
+    own direct anonymous mappings (source ``mmap``), both keyed by stack
+    hash. Several stacks that resolve to the same frames (garbage cut off)
     become one row. ``pids`` are processes to show even with no site yet.
     """
     exited = set(exited)
     procs: dict[int, Process] = {}
-    merged: dict[tuple[int, tuple[str, ...]], tuple[str, SiteCounts]] = {}
-    for tgid, stack, counts in sites:
+    merged: dict[tuple[int, str, tuple[str, ...]], tuple[str, SiteCounts]] = {}
+    rows = [(t, s, c, "malloc") for t, s, c in sites] + [(t, s, c, "mmap") for t, s, c in mapped]
+    for tgid, stack, counts, source in rows:
         rs = stacks.get((tgid, stack)) or ResolvedStack((LOST_STACK,), LOST_STACK)
-        k = (tgid, rs.frames)
+        k = (tgid, source, rs.frames)
         prev = merged.get(k)
         merged[k] = (rs.callsite, counts if prev is None else prev[1] + counts)
     for pid in pids:
         procs.setdefault(pid, Process(pid, comms.get(pid, "?"), pid in exited))
-    for (tgid, frames), (callsite, counts) in merged.items():
+    for (tgid, source, frames), (callsite, counts) in merged.items():
         p = procs.setdefault(tgid, Process(tgid, comms.get(tgid, "?"), tgid in exited))
-        p.sites.append(Site(tgid, p.comm, "malloc", callsite, frames, counts))
+        p.sites.append(Site(tgid, p.comm, source, callsite, frames, counts))
     for p in procs.values():
         p.sites.sort(key=lambda s: (-s.counts.live_bytes, s.callsite))
     stats = dict(stats or {})
@@ -172,7 +181,7 @@ class CallsiteRow:
 def callsites(p: Process, site_growth: Mapping[tuple, int]) -> list[CallsiteRow]:
     acc: dict[str, list] = {}
     for s in p.sites:
-        a = acc.setdefault(s.callsite, [ZERO, 0, 0])
+        a = acc.setdefault(s.label, [ZERO, 0, 0])
         a[0] = a[0] + s.counts
         a[1] += site_growth.get(s.key, 0)
         a[2] += 1

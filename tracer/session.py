@@ -24,6 +24,8 @@ from .kernel import Kernel, Limits
 from .model import ResolvedStack, Snapshot, apply_min_age, build_snapshot, resolve_stack
 from .procmaps import ProcessGone, read_comm, read_maps, real_host_path
 from .symbolize import Symbolizer
+from .vmmap import Region
+from .vmtrack import MappingTracker
 from .views import plain
 
 _MIN_STEP = timedelta(milliseconds=2)
@@ -85,6 +87,8 @@ class Session:
         self.exited: set[int] = set()
         self.alloc_modules: dict[int, set[str]] = {}
         self._realpaths: dict[tuple[int, str], str] = {}
+        self.mappings = MappingTracker(os.sysconf("SC_PAGE_SIZE"))
+        self._vm_raw: list[bytes] = []
         self.child: int | None = None
         self.child_status: int | None = None
         self.prev: Snapshot | None = None
@@ -120,11 +124,31 @@ class Session:
             self.alloc_modules[pl.pid] = {os.path.realpath(lib.open_path) for lib in pl.libraries}
             self.started[pl.pid] = _start_time(pl.pid)
             self.comms[pl.pid] = read_comm(pl.pid) or "?"
+            kernel.add_target(pl.pid)
+            self._seed_mappings(pl.pid)
             for pp in pl.probes:
                 if self.o.verbose and not pp.probe.ret:
                     alias = f" (also {', '.join(pp.aliases)})" if pp.aliases else ""
                     _log(f"heaptrace: pid {pl.pid}: {os.path.basename(pp.probe.path)} {pp.reason}{alias}")
                 kernel.attach(pp.probe)
+
+    def _seed_mappings(self, pid: int) -> None:
+        """Anonymous mappings that exist before tracing: known, owner unknown."""
+        try:
+            maps = read_maps(pid)
+        except ProcessGone:
+            return
+        regions = [Region(m.start, m.end, ("r" in m.perms) | ("w" in m.perms) << 1 | ("x" in m.perms) << 2)
+                   for m in maps if m.path in ("", "[heap]") and m.start < m.end]
+        self.mappings.seed(pid, regions)
+
+    def _owner(self, pid: int, caller: int) -> str:
+        """Who made a mapping: the allocator, the program's own code, or the
+        system (the dynamic linker; or a caller heaptrace cannot place)."""
+        path = self.symbols.module_of(pid, caller)
+        if path is None or os.path.basename(path).startswith("ld-"):
+            return "unknown"
+        return "allocator" if self._in_allocator(pid, caller) else "program"
 
     def _await_libraries(self, pid: int, plan: targets.Plan, timeout: float = 0.5) -> None:
         """Read the maps of a program just started once the dynamic linker
@@ -157,6 +181,7 @@ class Session:
                     plans = self._plans()
                 finally:
                     kernel = compiling.result()
+            kernel.open_vm_events(self._vm_raw.append)
             self._attach(kernel, plans)
             if self.child is not None:
                 launch.release(self.child)
@@ -271,7 +296,13 @@ class Session:
                 size, slot, ts = layout.decode_alloc(v)
                 blocks.append((layout.decode_key(k)[0], size, by_slot.get(slot, -1), ts))
             sites = apply_min_age(sites, blocks, now, int(self.o.min_age * 1e9))
-        fresh = {(t, s) for t, s, _ in sites if (t, s) not in self.resolved}
+        kernel.poll_vm_events()
+        events, self._vm_raw[:] = list(self._vm_raw), []
+        for raw in events:
+            ev = layout.decode_vm_event(raw)
+            self.mappings.apply(ev, self._owner(ev.tgid, ev.caller))
+        mapped = [(pid, stack, c) for pid in list(self.mappings.maps) for stack, c in self.mappings.rows(pid)]
+        fresh = {(t, s) for t, s, _ in sites + mapped if (t, s) not in self.resolved}
         for tgid in {t for t, _ in fresh}:
             if tgid not in self.exited:  # new stacks may be in libraries loaded since
                 self.symbols.refresh(tgid)
@@ -289,7 +320,7 @@ class Session:
         for i, name in STAT_NAMES.items():
             stats[name] = raw_stats[i]
         return build_snapshot(datetime.now(timezone.utc), sites, self.resolved, self.comms,
-                              self.exited, stats, pids)
+                              self.exited, stats, pids, mapped)
 
     def _in_allocator(self, pid: int, ip: int) -> bool:
         """Is ``ip`` inside one of the allocator libraries probed for ``pid``?"""

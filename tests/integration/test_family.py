@@ -1,9 +1,12 @@
 """The malloc family, exact bytes per call site (tests/programs/workload.c family)."""
+import os
+
 import pytest
 
 pytestmark = pytest.mark.integration
 
 MIB = 1 << 20
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
 
 def expected_live(page: int) -> dict[str, tuple[int, int]]:
@@ -132,3 +135,30 @@ def test_min_age_hides_young_blocks(ht):
     assert per[0][0] < w_go + age, "the first interval after the allocations must see them young\n" + table
     assert per[-1][0] > w_done + age + 0.5, table
     assert (df.live_bytes >= 0).all()
+
+
+@pytest.mark.parametrize("how", ["c", "p"])
+def test_direct_mappings_are_charged_to_their_call_site(ht, how):
+    """mmap made by the program's own code: source "mmap" rows at its call
+    site with exact bytes (partial munmap included); malloc's own mmaps for
+    large blocks are only in the malloc rows; a failed mmap is nothing."""
+    h, pid = ht.run(how, "workload", "mappings")
+    df = h.read_csv()
+    mine = df[df.pid == pid]
+    last = ht.last_interval(df, pid)
+    mm = ht.by_function(last[last.source == "mmap"])
+    page = PAGE_SIZE
+    assert mm.get("site_mmap_kept", {}).get("live_bytes") == 7 * 13 * page, mm
+    assert mm["site_mmap_kept"]["allocs"] == 7 and mm["site_mmap_kept"]["alloc_bytes"] == 7 * 13 * page
+    trimmed = mm.get("site_mmap_trimmed")
+    assert trimmed is not None and (trimmed["live_bytes"], trimmed["alloc_bytes"], trimmed["frees"]) == \
+        (7 * page, 11 * page, 1), trimmed
+    freed = mine[(mine.source == "mmap") & (mine.function == "site_mmap_freed")]
+    final = freed.groupby("stack").tail(1)
+    assert (final.live_bytes == 0).all() and final.allocs.sum() == 3 and final.frees.sum() == 3, freed.to_string()
+    # Exactly these three call sites made mappings; malloc's large blocks are
+    # malloc rows only, counted once.
+    assert set(mine[mine.source == "mmap"].function) == {"site_mmap_kept", "site_mmap_trimmed", "site_mmap_freed"}, \
+        mine[mine.source == "mmap"].to_string()
+    large = ht.by_function(last[last.source == "malloc"]).get("site_large")
+    assert large is not None and large["live_bytes"] == 3 * MIB, large

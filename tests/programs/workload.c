@@ -8,6 +8,7 @@
  */
 #define _GNU_SOURCE
 #include <malloc.h>
+#include <sys/mman.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,6 +33,34 @@ NOINLINE void *site_reallocarray(void *p, size_t n, size_t s) { return reallocar
 NOINLINE void *site_large(size_t s) { return malloc(s); }
 NOINLINE void *site_before(size_t s) { return malloc(s); }
 NOINLINE void *site_many(size_t s) { return malloc(s); }
+
+/* Direct anonymous mappings made by the program's own code. */
+NOINLINE void *site_mmap_kept(size_t pages)
+{
+    return mmap(NULL, pages * 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+}
+NOINLINE void *site_mmap_freed(size_t pages)
+{
+    void *p = mmap(NULL, pages * 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    munmap(p, pages * 4096);
+    return p;
+}
+NOINLINE void *site_mmap_trimmed(size_t pages, size_t unmap)
+{
+    char *p = mmap(NULL, pages * 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    munmap(p + (pages - unmap) * 4096, unmap * 4096); /* a partial munmap of the tail */
+    return p;
+}
+
+static void mappings(void)
+{
+    for (int i = 0; i < 7; i++) sink[17] = site_mmap_kept(13);        /* 7 x 13 pages live */
+    for (int i = 0; i < 3; i++) site_mmap_freed(5);                   /* 3 made, 3 unmapped */
+    sink[18] = site_mmap_trimmed(11, 4);                              /* 7 pages live */
+    for (int i = 0; i < 3; i++) sink[12] = site_large(1 << 20);       /* malloc's own mmaps */
+    /* A failed mmap (MAP_FAILED) is not a mapping. */
+    sink[19] = mmap(NULL, (size_t)1 << 62, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+}
 
 static void wait_go(void)
 {
@@ -89,6 +118,9 @@ int main(int argc, char **argv)
     if (!strcmp(mode, "family")) {
         wait_go();
         family();
+    } else if (!strcmp(mode, "mappings")) {
+        wait_go();
+        mappings();
     } else if (!strcmp(mode, "before")) {
         /* 41 blocks allocated before tracing, freed and reallocated after. */
         static void *old[41];

@@ -48,7 +48,7 @@ def render_summary(snap: Snapshot, out: TextIO, *, top: int = 10, seconds: float
         for r in callsites(p, {})[:3]:
             if r.counts.live_bytes <= 0:
                 continue
-            s = max((s for s in p.sites if s.callsite == r.callsite), key=lambda s: s.counts.live_bytes)
+            s = max((s for s in p.sites if s.label == r.callsite), key=lambda s: s.counts.live_bytes)
             more = f" (and {r.stacks - 1} other stacks)" if r.stacks > 1 else ""
             out.write(f"  pid {p.pid}: {human(r.counts.live_bytes)} live from {shorten(safe(r.callsite), 40)}"
                       f"{more}, e.g.:\n")

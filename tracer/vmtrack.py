@@ -1,0 +1,80 @@
+"""Direct anonymous mappings per process, from the VM syscall event stream.
+
+Pure: ``MappingTracker.apply`` takes decoded events (``layout.VmEvent``) and
+who owns each one (the caller classified by the session: the program's own
+code, the allocator, or the system such as the dynamic linker); ``rows``
+gives, per stack, what the program holds in mappings it made itself -- the
+``mmap`` rows of the sites CSV. The allocator's own mappings (large chunks,
+arena heaps) are kept apart so nothing is counted twice with the malloc view.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from . import layout
+from .layout import SiteCounts
+from .vmmap import MAP_ANONYMOUS, Region, VmMap, is_error
+
+MADV_DONTNEED, MADV_FREE = 4, 8
+
+
+@dataclass
+class _Totals:
+    allocs: int = 0
+    alloc_bytes: int = 0
+    frees: int = 0
+
+
+@dataclass
+class MappingTracker:
+    page_size: int = 4096
+    maps: dict[int, VmMap] = field(default_factory=dict)
+    totals: dict[tuple[int, int], _Totals] = field(default_factory=dict)
+    given_back: dict[int, int] = field(default_factory=dict)  # pid -> bytes madvised away
+
+    def seed(self, pid: int, regions: list[Region]) -> None:
+        vm = self.maps.setdefault(pid, VmMap(self.page_size))
+        vm.seed(regions)
+
+    def apply(self, ev: layout.VmEvent, owner: str) -> None:
+        vm = self.maps.setdefault(ev.tgid, VmMap(self.page_size))
+        a0, a1, a2, a3, a4 = ev.args
+        kind, C = ev.kind, layout.C
+        if kind == C["VM_MMAP"]:
+            vm.mmap(a0, a1, a2, a3, owner=owner, site=ev.stack, result=ev.ret)
+            if owner == "program" and a3 & MAP_ANONYMOUS and not is_error(ev.ret) and a1:
+                t = self.totals.setdefault((ev.tgid, ev.stack), _Totals())
+                t.allocs += 1
+                t.alloc_bytes += -(-a1 // self.page_size) * self.page_size
+        elif kind == C["VM_MUNMAP"]:
+            before = vm.by_site("program")
+            vm.munmap(a0, a1, result=ev.ret)
+            after = vm.by_site("program")
+            for site, n in before.items():
+                if after.get(site, 0) < n:
+                    self.totals.setdefault((ev.tgid, site), _Totals()).frees += 1
+        elif kind == C["VM_MREMAP"]:
+            vm.mremap(a0, a1, a2, a3, result=ev.ret, new_addr=a4)
+        elif kind == C["VM_MPROTECT"]:
+            vm.mprotect(a0, a1, a2, result=ev.ret)
+        elif kind == C["VM_MADVISE"] and a2 in (MADV_DONTNEED, MADV_FREE) and ev.ret == 0:
+            self.given_back[ev.tgid] = self.given_back.get(ev.tgid, 0) + vm.madvise_free(a0, a1)
+
+    def rows(self, pid: int) -> list[tuple[int, SiteCounts]]:
+        """(stack, counts) of the mappings the program made itself: live
+        bytes and regions now; mappings made and unmapped since attach."""
+        vm = self.maps.get(pid)
+        if vm is None:
+            return []
+        live = vm.by_site("program")
+        regions: dict[int, int] = {}
+        for r in vm.regions():
+            if r.owner == "program":
+                regions[r.site] = regions.get(r.site, 0) + 1
+        out = []
+        for (p, site), t in self.totals.items():
+            if p != pid:
+                continue
+            n = regions.get(site, 0)
+            out.append((site, SiteCounts(live.get(site, 0), n, t.alloc_bytes, t.allocs, t.frees)))
+        return out
