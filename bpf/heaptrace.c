@@ -38,6 +38,9 @@ struct thread_state {
     __u64 last_stack;
     __u32 last_tgid;
     __u32 last_slot;
+    /* The VM syscall in flight (vmevents.c): vm.kind == 0 when none. One
+     * task storage for everything: a second one slows the malloc path. */
+    struct vm_event vm;
 };
 
 BPF_F_TABLE("hash", struct alloc_key, struct alloc_info, allocs, MAX_ALLOCS, BPF_F_NO_PREALLOC);

@@ -8,7 +8,6 @@
  * the return address into the caller is at the user stack pointer.
  */
 BPF_HASH(targets, __u32, __u8, MAX_TARGETS);
-BPF_TASK_STORAGE(vmcalls, struct vm_event);
 BPF_RINGBUF_OUTPUT(vm_events, VM_RING_PAGES);
 
 static __always_inline int vm_enter(__u32 kind, __u64 a0, __u64 a1, __u64 a2, __u64 a3, __u64 a4)
@@ -17,10 +16,10 @@ static __always_inline int vm_enter(__u32 kind, __u64 a0, __u64 a1, __u64 a2, __
     if (!targets.lookup(&tgid))
         return 0;
     struct task_struct *task = (struct task_struct *)bpf_get_current_task_btf();
-    struct vm_event *ev = vmcalls.task_storage_get(task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
-    struct thread_state *ts = thread();
-    if (!ev || !ts)
+    struct thread_state *ts = threads.task_storage_get(task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+    if (!ts)
         return 0;
+    struct vm_event *ev = &ts->vm;
     struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(task);
     __u64 sp = 0, fp = 0, ret = 0;
     bpf_probe_read_kernel(&sp, sizeof(sp), &regs->sp);
@@ -41,9 +40,10 @@ static __always_inline int vm_enter(__u32 kind, __u64 a0, __u64 a1, __u64 a2, __
 static __always_inline int vm_exit(long ret)
 {
     struct task_struct *task = (struct task_struct *)bpf_get_current_task_btf();
-    struct vm_event *ev = vmcalls.task_storage_get(task, 0, 0);
-    if (!ev || !ev->kind)
+    struct thread_state *ts = threads.task_storage_get(task, 0, 0);
+    if (!ts || !ts->vm.kind)
         return 0;
+    struct vm_event *ev = &ts->vm;
     ev->ret = ret;
     if (vm_events.ringbuf_output(ev, sizeof(*ev), 0))
         stat_inc(STAT_LOST_VM_EVENT);

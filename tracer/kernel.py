@@ -24,6 +24,7 @@ class Limits:
     min_size: int | None = None
     max_size: int | None = None
     track_age: bool = False  # stamp each block with its time (--min-age)
+    mappings: bool = False   # VM syscall tracepoints (--mappings)
 
     def cflags(self) -> list[str]:
         flags = [
@@ -90,12 +91,14 @@ class Kernel:
     """The loaded BPF object. Use as a context manager: leaving detaches all."""
 
     def __init__(self, limits: Limits, program: str | os.PathLike = layout.PROGRAM,
-                 extra: tuple[str | os.PathLike, ...] = (layout.VM_PROGRAM,)):
+                 extra: tuple[str | os.PathLike, ...] | None = None):
         """Compile ``program`` followed by ``extra`` sources as one unit (bcc
         generates tracepoint argument structs only for the text it is given,
         not for included files)."""
         bcc = _import_bcc()
         self.limits = limits
+        if extra is None:
+            extra = (layout.VM_PROGRAM,) if limits.mappings else ()
         text = "\n".join(open(p).read() for p in (program, *extra))
         try:
             self.bpf = bcc.BPF(text=text.encode(), cflags=limits.cflags())

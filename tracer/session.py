@@ -124,8 +124,9 @@ class Session:
             self.alloc_modules[pl.pid] = {os.path.realpath(lib.open_path) for lib in pl.libraries}
             self.started[pl.pid] = _start_time(pl.pid)
             self.comms[pl.pid] = read_comm(pl.pid) or "?"
-            kernel.add_target(pl.pid)
-            self._seed_mappings(pl.pid)
+            if self.o.limits.mappings:
+                kernel.add_target(pl.pid)
+                self._seed_mappings(pl.pid)
             for pp in pl.probes:
                 if self.o.verbose and not pp.probe.ret:
                     alias = f" (also {', '.join(pp.aliases)})" if pp.aliases else ""
@@ -181,7 +182,8 @@ class Session:
                     plans = self._plans()
                 finally:
                     kernel = compiling.result()
-            kernel.open_vm_events(self._vm_raw.append)
+            if self.o.limits.mappings:
+                kernel.open_vm_events(self._vm_raw.append)
             self._attach(kernel, plans)
             if self.child is not None:
                 launch.release(self.child)
