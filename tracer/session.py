@@ -57,12 +57,6 @@ def _stat_fields(pid: int) -> list[bytes] | None:
     return data[data.rfind(b")") + 2:].split()
 
 
-def _stat_of(pid: int) -> str | None:
-    """The process state letter (R, S, Z, ...), None when gone."""
-    f = _stat_fields(pid)
-    return f[0].decode() if f else None
-
-
 def _start_time(pid: int) -> str | None:
     """Field 22 of /proc/PID/stat: tells a process from a later one with its PID."""
     f = _stat_fields(pid)
@@ -278,9 +272,11 @@ class Session:
                     self.child_status = status
                     self.exited.add(pid)
                     continue
-            elif _stat_of(pid) in (None, "Z") or _start_time(pid) != self.started.get(pid):
-                self.exited.add(pid)  # gone, a zombie, or its PID reused
-                continue
+            else:
+                f = _stat_fields(pid)
+                if not f or f[0] == b"Z" or f[19].decode() != self.started.get(pid):
+                    self.exited.add(pid)  # gone, a zombie, or its PID reused
+                    continue
             self.symbols.refresh(pid)
 
     # -- drain ---------------------------------------------------------------
@@ -305,9 +301,9 @@ class Session:
             self.mappings.apply(ev, self._owner(ev.tgid, ev.caller))
         mapped = [(pid, stack, c) for pid in list(self.mappings.maps) for stack, c in self.mappings.rows(pid)]
         fresh = {(t, s) for t, s, _ in sites + mapped if (t, s) not in self.resolved}
+        # (_check_targets re-reads the maps of live targets every poll tick.)
         for tgid in {t for t, _ in fresh}:
-            if tgid not in self.exited:  # new stacks may be in libraries loaded since
-                self.symbols.refresh(tgid)
+            if tgid not in self.exited:
                 self.comms[tgid] = read_comm(tgid) or self.comms.get(tgid, "?")
         for tgid, stack in fresh:
             raw = kernel.read_stack(tgid, stack)

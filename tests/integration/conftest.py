@@ -108,22 +108,22 @@ def programs(tmp_path_factory) -> dict[str, str]:
 
 # -- processes -------------------------------------------------------------------
 
-def _start_time(pid: int) -> str | None:
+def _stat_field(pid: int, index: int) -> str | None:
+    """A field of /proc/PID/stat counted after the command name (0: state)."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             data = f.read()
     except OSError:
         return None
-    return data[data.rfind(b")") + 2:].split()[19].decode()
+    return data[data.rfind(b")") + 2:].split()[index].decode()
+
+
+def _start_time(pid: int) -> str | None:
+    return _stat_field(pid, 19)
 
 
 def _state(pid: int) -> str | None:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except OSError:
-        return None
-    return data[data.rfind(b")") + 2:].split()[0].decode()
+    return _stat_field(pid, 0)
 
 
 def running(exe: str) -> list[int]:
