@@ -41,6 +41,7 @@ then cover the chunks walked so far (a lower bound).
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import struct
 from collections.abc import Callable, Sequence
@@ -52,6 +53,7 @@ __all__ = [
     "MALLOC_STATE_SIZE",
     "HeapCensus",
     "census_process",
+    "mmapped_chunks",
     "first_chunk_of_arena_heap",
     "first_chunk_of_main_heap",
     "read_process_memory",
@@ -180,6 +182,7 @@ class HeapCensus:
     trimmable_bytes: int
     complete: bool
     note: str = ""
+    first_of_arena: bool = False   # an arena heap holding its malloc_state
 
 
 # -- layout -------------------------------------------------------------------
@@ -467,6 +470,41 @@ def census_process(
         if info is None:
             continue
         size, first_of_arena = info
-        out.append(walk_heap(memoryview(mem)[:size], start, kind="arena",
-                             first_chunk=first_chunk_of_arena_heap(start, first_of_arena)))
+        walked = walk_heap(memoryview(mem)[:size], start, kind="arena",
+                           first_chunk=first_chunk_of_arena_heap(start, first_of_arena))
+        out.append(dataclasses.replace(walked, first_of_arena=first_of_arena))
+    return out
+
+
+def mmapped_chunks(pid: int, maps: Sequence[MapEntry], read: ReadFn = read_process_memory
+                   ) -> list[tuple[int, int]]:
+    """``(address, size)`` of glibc's mmap-served chunks (large blocks).
+
+    Each is a mapping of its own whose first chunk header has ``IS_MMAPPED``
+    set and a whole number of pages as size; the kernel may merge adjacent
+    ones into one mapping, so each read-write anonymous mapping is walked
+    header to header (16 bytes read per chunk). Arena heaps and ``[heap]``
+    are skipped. A chunk mapped with an offset (``memalign``) has
+    ``prev_size`` non-zero and starts later: such are missed (rare).
+    """
+    heaps = {s for s, _ in _arena_heap_candidates(maps)}
+    out = []
+    for start, end, perms, path in maps:
+        if path != "" or not perms.startswith("rw") or start in heaps:
+            continue
+        addr = start
+        while addr + CHUNK_HDR_SZ <= end:
+            try:
+                hdr = read(pid, addr, CHUNK_HDR_SZ)
+            except OSError:
+                break
+            if len(hdr) < CHUNK_HDR_SZ:
+                break
+            prev_size, field = struct.unpack("<QQ", hdr)
+            size = field & ~SIZE_BITS
+            if (prev_size or field & SIZE_BITS != IS_MMAPPED or not size
+                    or size % PAGE_SIZE or addr + size > end):
+                break
+            out.append((addr, size))
+            addr += size
     return out

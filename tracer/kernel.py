@@ -24,7 +24,7 @@ class Limits:
     min_size: int | None = None
     max_size: int | None = None
     track_age: bool = False  # stamp each block with its time (--min-age)
-    mappings: bool = False   # VM syscall tracepoints (--mappings)
+    mappings: bool = True    # VM syscall tracepoints (--no-mappings: off)
 
     def cflags(self) -> list[str]:
         flags = [

@@ -52,6 +52,9 @@ class Process:
             t = t + s.counts
         return t
 
+    def live_bytes(self, source: str) -> int:
+        return sum(s.counts.live_bytes for s in self.sites if s.source == source)
+
 
 @dataclass
 class Snapshot:
@@ -60,6 +63,8 @@ class Snapshot:
     lost: dict[str, int] = field(default_factory=dict)   # what could not be kept, by reason
     unknown_frees: int = 0                              # frees of blocks from before attach
     failed_allocs: int = 0
+    memory: dict = field(default_factory=dict)          # pid -> breakdown.Memory
+    findings: list = field(default_factory=list)        # diagnose.Finding, ranked
 
     def site_index(self) -> dict[tuple, Site]:
         return {s.key: s for p in self.processes.values() for s in p.sites}

@@ -124,6 +124,55 @@ def read_maps(pid: int, proc: str = "/proc") -> list[Mapping]:
     return parse_maps(os.fsdecode(data))
 
 
+def parse_smaps_rss(text: str) -> list[tuple[Mapping, int]]:
+    """Each mapping of a ``/proc/PID/smaps`` text with its resident bytes
+    (the ``Rss:`` line that follows its header). Never raises on garbage."""
+    out: list[tuple[Mapping, int]] = []
+    cur: Mapping | None = None
+    for line in text.splitlines():
+        if line.startswith("Rss:"):
+            parts = line.split()
+            if cur is not None and len(parts) >= 2 and parts[1].isdigit():
+                out.append((cur, int(parts[1]) * 1024))
+                cur = None
+            continue
+        if line[:1] in "0123456789abcdef" and "-" in line.split(None, 1)[0]:
+            cur = _parse_line(line)
+    return out
+
+
+def read_smaps_rss(pid: int, proc: str = "/proc") -> list[tuple[Mapping, int]]:
+    """``{proc}/{pid}/smaps`` as (mapping, resident bytes); raises
+    :class:`ProcessGone` like :func:`read_maps`."""
+    try:
+        with open(f"{proc}/{pid}/smaps", "rb") as f:
+            data = f.read()
+    except _GONE_ERRORS:
+        raise ProcessGone(pid) from None
+    return parse_smaps_rss(os.fsdecode(data))
+
+
+def parse_status_kb(text: str, field: str) -> int | None:
+    """A ``kB`` field of ``/proc/PID/status`` (e.g. ``RssAnon``) in bytes."""
+    for line in text.splitlines():
+        name, _, rest = line.partition(":")
+        if name == field:
+            parts = rest.split()
+            if parts and parts[0].isdigit():
+                return int(parts[0]) * 1024
+            return None
+    return None
+
+
+def read_rss_anon(pid: int, proc: str = "/proc") -> int | None:
+    """Resident anonymous bytes of a process (``RssAnon``), None if gone."""
+    try:
+        with open(f"{proc}/{pid}/status", "rb") as f:
+            return parse_status_kb(f.read().decode("utf-8", "replace"), "RssAnon")
+    except OSError:
+        return None
+
+
 def read_comm(pid: int, proc: str = "/proc") -> str:
     """The process's ``comm`` (short command name), or ``''`` if unreadable.
 

@@ -12,17 +12,22 @@ import signal
 import sys
 import threading
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Callable
 
-from . import launch, layout, targets
+from . import diagnose, launch, layout, targets
+from .breakdown import HeapReport, Memory, breakdown, heap_rss, summarize
+from .census import HEAP_MAX_SIZE, census_process, mmapped_chunks
 from .errors import TargetError
+from .exporters import processes_csv
+from .exporters.processes_csv import ProcessesCsv
 from .exporters.sites_csv import SitesCsv
 from .kernel import Kernel, Limits
 from .model import ResolvedStack, Snapshot, apply_min_age, build_snapshot, resolve_stack
-from .procmaps import ProcessGone, read_comm, read_maps, real_host_path
+from .procmaps import ProcessGone, read_comm, read_maps, read_rss_anon, read_smaps_rss, real_host_path
 from .symbolize import Symbolizer
 from .vmmap import Region
 from .vmtrack import MappingTracker
@@ -63,6 +68,22 @@ def _start_time(pid: int) -> str | None:
     return f[19].decode() if f and len(f) > 19 else None
 
 
+@dataclass
+class _Census:
+    """The last heap census of a process and what it was taken against."""
+
+    report: HeapReport
+    probe_live: int      # the probes' malloc live bytes then
+    events: int          # allocator VM events seen then
+    layout: tuple        # the heaps' (start, end, rss) then
+    done: float          # time.monotonic() when it ended
+
+
+# A census is taken again once the heap changed, but no more often than every
+# CENSUS_SPACING times its own duration (a huge heap takes seconds to walk).
+CENSUS_SPACING = 10
+
+
 def _log(msg: str) -> None:
     sys.stderr.write(msg + "\n")
     sys.stderr.flush()
@@ -86,6 +107,10 @@ class Session:
         self.child: int | None = None
         self.child_status: int | None = None
         self.prev: Snapshot | None = None
+        self.history: deque[Snapshot] = deque(maxlen=diagnose.WINDOW)
+        self.census: dict[int, _Census] = {}
+        self.glibc: set[int] = set()          # targets whose malloc is glibc's (census)
+        self.memory: dict[int, Memory] = {}   # last breakdown of each target
 
     # -- signals -------------------------------------------------------------
     def _on_signal(self, signum, _frame) -> None:
@@ -116,6 +141,8 @@ class Session:
     def _attach(self, kernel: Kernel, plans: list[targets.Plan]) -> None:
         for pl in plans:
             self.alloc_modules[pl.pid] = {os.path.realpath(lib.open_path) for lib in pl.libraries}
+            if any(os.path.basename(lib.path).startswith(("libc.so", "libc-")) for lib in pl.libraries):
+                self.glibc.add(pl.pid)
             self.started[pl.pid] = _start_time(pl.pid)
             self.comms[pl.pid] = read_comm(pl.pid) or "?"
             if self.o.limits.mappings:
@@ -135,7 +162,8 @@ class Session:
             return
         regions = [Region(m.start, m.end, ("r" in m.perms) | ("w" in m.perms) << 1 | ("x" in m.perms) << 2)
                    for m in maps if m.path in ("", "[heap]") and m.start < m.end]
-        self.mappings.seed(pid, regions)
+        heap = [m.end for m in maps if m.path == "[heap]"]
+        self.mappings.seed(pid, regions, brk=max(heap) if heap else None)
 
     def _owner(self, pid: int, caller: int) -> str:
         """Who made a mapping: the allocator, the program's own code, or the
@@ -165,7 +193,7 @@ class Session:
     def run(self) -> int:
         old = self._install_signals()
         kernel = None
-        csv = None
+        csv: list = []
         try:
             t0 = time.monotonic()
             # Compiling the BPF programs takes most of the start-up: do it
@@ -186,12 +214,17 @@ class Session:
             what = f"{len(pids)} process{'es' if len(pids) != 1 else ''} ({', '.join(map(str, pids))})"
             _log(f"Tracing {what}, {len(kernel.attached)} probes, attached in "
                  f"{time.monotonic() - t0:.2f} s... Ctrl-C to end.")
-            csv = SitesCsv(self.o.csv) if self.o.csv else None
+            for pid in pids:  # the state from before attach: a first heap census
+                if pid != self.child:
+                    self._memory(pid, 0)
+            if self.o.csv:
+                csv.append(SitesCsv(self.o.csv))
+                csv.append(ProcessesCsv(processes_csv.path_for(self.o.csv)))
             return self._loop(kernel, csv, pids, time.monotonic())
         finally:
             try:
-                if csv:
-                    csv.close()
+                for w in csv:
+                    w.close()
             finally:
                 if kernel is not None:
                     kernel.close()
@@ -199,7 +232,7 @@ class Session:
                 for s, h in old.items():
                     signal.signal(s, h)
 
-    def _loop(self, kernel: Kernel, csv: SitesCsv | None, pids: list[int], t0: float) -> int:
+    def _loop(self, kernel: Kernel, csv: list, pids: list[int], t0: float) -> int:
         """Drain every interval from ``t0`` (when tracing began) to the end."""
         use_live = not self.o.plain and sys.stdout.isatty()
         view = None
@@ -223,8 +256,8 @@ class Session:
                     nsites = sum(len(p.sites) for p in snap.processes.values())
                     _log(f"drain: {nsites} sites in {time.monotonic() - td:.3f} s")
                 n += 1
-                if csv:
-                    csv.write(snap)
+                for w in csv:
+                    w.write(snap)
                 if view:
                     view.update(snap, self.prev, status=f"interval {n}  Ctrl-C to end")
                 elif not ended:
@@ -317,8 +350,55 @@ class Session:
         stats = {layout.LOST_STATS[i]: raw_stats[i] for i in layout.LOST_STATS}
         for i, name in STAT_NAMES.items():
             stats[name] = raw_stats[i]
-        return build_snapshot(datetime.now(timezone.utc), sites, self.resolved, self.comms,
+        snap = build_snapshot(datetime.now(timezone.utc), sites, self.resolved, self.comms,
                               self.exited, stats, pids, mapped)
+        self.diagnose(snap)
+        return snap
+
+    # -- the per-process breakdown and the findings ------------------------
+    def diagnose(self, snap: Snapshot) -> None:
+        for pid, p in snap.processes.items():
+            if pid not in self.exited:
+                m = self._memory(pid, p.live_bytes("malloc"), p.live_bytes("mmap"))
+                if m is not None:
+                    self.memory[pid] = m
+            if pid in self.memory:
+                snap.memory[pid] = self.memory[pid]
+        self.history.append(snap)
+        findings = diagnose.leaks(self.history)
+        cpus = os.cpu_count() or 1
+        for pid, m in snap.memory.items():
+            findings += diagnose.retention(pid, snap.processes[pid].comm, m, cpus)
+        snap.findings = findings
+
+    def _memory(self, pid: int, probe_live: int, mmap_live: int = 0) -> Memory | None:
+        """What the process holds, what its allocator keeps: /proc/PID/smaps
+        and status every interval, a heap census when the heap changed."""
+        try:
+            smaps = [(m.start, m.end, m.perms, m.path, rss) for m, rss in read_smaps_rss(pid)]
+        except (ProcessGone, PermissionError):
+            return None
+        st = self.census.get(pid)
+        if pid in self.glibc:
+            shape = tuple((a, b, r) for a, b, perms, path, r in smaps
+                          if path == "[heap]" or (path == "" and perms.startswith("rw") and a % HEAP_MAX_SIZE == 0))
+            events = self.mappings.events.get(pid, 0)
+            now = time.monotonic()
+            if st is None or ((shape, events, probe_live) != (st.layout, st.events, st.probe_live)
+                              and now - st.done >= CENSUS_SPACING * st.report.seconds):
+                entries = [row[:4] for row in smaps]
+                t = time.monotonic()
+                report = summarize(census_process(pid, entries), mmapped_chunks(pid, entries),
+                                   time.monotonic() - t)
+                st = self.census[pid] = _Census(report, probe_live, events, shape, time.monotonic())
+                if self.o.verbose:
+                    _log(f"census: pid {pid}: {report.heaps} heaps, {report.arenas} arenas, "
+                         f"in {report.seconds:.3f} s{'' if report.complete else ': ' + report.note}")
+        report = st.report if st else None
+        return breakdown(rss_anon=read_rss_anon(pid), rss=heap_rss(smaps, report), probe_live=probe_live,
+                         census=report, probe_live_at_census=st.probe_live if st else 0,
+                         mmap_live=mmap_live,
+                         given_back=self.mappings.given_back.get(pid, 0) if self.o.limits.mappings else None)
 
     def _in_allocator(self, pid: int, ip: int) -> bool:
         """Is ``ip`` inside one of the allocator libraries probed for ``pid``?"""

@@ -30,17 +30,40 @@ class MappingTracker:
     page_size: int = 4096
     maps: dict[int, VmMap] = field(default_factory=dict)
     totals: dict[tuple[int, int], _Totals] = field(default_factory=dict)
-    given_back: dict[int, int] = field(default_factory=dict)  # pid -> bytes madvised away
+    # pid -> bytes the allocator gave back to the OS since attach: madvise
+    # DONTNEED/FREE, brk shrink, munmap (and MAP_FIXED over its own memory).
+    given_back: dict[int, int] = field(default_factory=dict)
+    brk: dict[int, int] = field(default_factory=dict)         # pid -> program break
+    events: dict[int, int] = field(default_factory=dict)      # pid -> allocator/brk events seen
 
-    def seed(self, pid: int, regions: list[Region]) -> None:
+    def seed(self, pid: int, regions: list[Region], brk: int | None = None) -> None:
+        """What a process had mapped before tracing; ``brk``: its program
+        break (the end of ``[heap]``), if it has one."""
         vm = self.maps.setdefault(pid, VmMap(self.page_size))
         vm.seed(regions)
+        if brk is not None:
+            self.brk[pid] = brk
+
+    def _give_back(self, pid: int, n: int) -> None:
+        if n > 0:
+            self.given_back[pid] = self.given_back.get(pid, 0) + n
+
+    def forget(self, pid: int) -> None:
+        """Drop the map of a process that exited (its totals stay)."""
+        self.maps.pop(pid, None)
 
     def apply(self, ev: layout.VmEvent, owner: str) -> None:
         vm = self.maps.setdefault(ev.tgid, VmMap(self.page_size))
         a0, a1, a2, a3, a4 = ev.args
         kind, C = ev.kind, layout.C
+        if owner == "allocator" or kind == C["VM_BRK"]:
+            self.events[ev.tgid] = self.events.get(ev.tgid, 0) + 1
         if kind == C["VM_MMAP"]:
+            if owner == "allocator" and not is_error(ev.ret) and a1:
+                # MAP_FIXED over its own memory: how glibc shrinks an arena heap.
+                a, b = ev.ret, ev.ret + -(-a1 // self.page_size) * self.page_size
+                self._give_back(ev.tgid, sum(min(r.end, b) - max(r.start, a) for r in vm.regions()
+                                             if r.start < b and r.end > a and r.prot))
             vm.mmap(a0, a1, a2, a3, owner=owner, site=ev.stack, result=ev.ret)
             if owner == "program" and a3 & MAP_ANONYMOUS and not is_error(ev.ret) and a1:
                 t = self.totals.setdefault((ev.tgid, ev.stack), _Totals())
@@ -48,6 +71,8 @@ class MappingTracker:
                 t.alloc_bytes += -(-a1 // self.page_size) * self.page_size
         elif kind == C["VM_MUNMAP"]:
             before = vm.by_site("program")
+            if owner == "allocator" and ev.ret == 0:
+                self._give_back(ev.tgid, vm.madvise_free(a0, a1))
             vm.munmap(a0, a1, result=ev.ret)
             after = vm.by_site("program")
             for site, n in before.items():
@@ -58,7 +83,20 @@ class MappingTracker:
         elif kind == C["VM_MPROTECT"]:
             vm.mprotect(a0, a1, a2, result=ev.ret)
         elif kind == C["VM_MADVISE"] and a2 in (MADV_DONTNEED, MADV_FREE) and ev.ret == 0:
-            self.given_back[ev.tgid] = self.given_back.get(ev.tgid, 0) + vm.madvise_free(a0, a1)
+            if owner == "allocator":
+                self._give_back(ev.tgid, vm.madvise_free(a0, a1))
+        elif kind == C["VM_BRK"] and not is_error(ev.ret):
+            # brk returns the new break (the old one when it refuses).
+            # The heap's pages end at the break rounded up to a page.
+            new, old = ev.ret, self.brk.get(ev.tgid)
+            up = lambda x: -(-x // self.page_size) * self.page_size  # noqa: E731
+            if old is not None and up(new) < up(old):
+                self._give_back(ev.tgid, up(old) - up(new))
+                vm.munmap(up(new), up(old) - up(new), result=0)
+            elif old is not None and up(new) > up(old):
+                vm.mmap(up(old), up(new) - up(old), 3, MAP_ANONYMOUS, owner="allocator", site=0,
+                        result=up(old))
+            self.brk[ev.tgid] = new
 
     def rows(self, pid: int) -> list[tuple[int, SiteCounts]]:
         """(stack, counts) of the mappings the program made itself: live

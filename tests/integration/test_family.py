@@ -142,7 +142,7 @@ def test_direct_mappings_are_charged_to_their_call_site(ht, how):
     """mmap made by the program's own code: source "mmap" rows at its call
     site with exact bytes (partial munmap included); malloc's own mmaps for
     large blocks are only in the malloc rows; a failed mmap is nothing."""
-    h, pid = ht.run(how, "workload", "mappings", extra=["--mappings"])
+    h, pid = ht.run(how, "workload", "mappings")
     df = h.read_csv()
     mine = df[df.pid == pid]
     last = ht.last_interval(df, pid)
@@ -164,9 +164,9 @@ def test_direct_mappings_are_charged_to_their_call_site(ht, how):
     assert large is not None and large["live_bytes"] == 3 * MIB, large
 
 
-def test_mappings_are_opt_in(ht):
-    """Without --mappings no syscall tracepoint is attached: no mmap rows."""
-    h, pid = ht.run_c("workload", "mappings")
+def test_no_mappings_turns_the_vm_tracepoints_off(ht):
+    """With --no-mappings no syscall tracepoint is attached: no mmap rows."""
+    h, pid = ht.run("c", "workload", "mappings", extra=["--no-mappings"])
     df = h.read_csv()
     assert not (df[df.pid == pid].source == "mmap").any(), df[df.source == "mmap"].to_string()
     assert ht.by_function(ht.last_interval(df, pid))["site_large"]["live_bytes"] == 3 * MIB

@@ -59,3 +59,27 @@ def test_mremap_moves_keep_the_site():
     t.apply(ev("VM_MMAP", 0, 2 * P, RW, MAP_ANONYMOUS | PRIVATE, ret=0x60000), "program")
     t.apply(ev("VM_MREMAP", 0x60000, 2 * P, 5 * P, 1, ret=0x90000), "program")
     assert dict(t.rows(7))[0xA].live_bytes == 5 * P
+
+
+def test_given_back_counts_only_the_allocators_returns():
+    t = MappingTracker(P)
+    t.seed(7, [Region(0x100000, 0x100000 + 4 * P, RW)], brk=0x100000 + 4 * P)
+    t.apply(ev("VM_BRK", 0x100000 + 10 * P + 5, ret=0x100000 + 10 * P + 5), "allocator")  # grows
+    assert t.given_back.get(7, 0) == 0
+    t.apply(ev("VM_MADVISE", 0x100000 + 2 * P, 5 * P, 4), "allocator")  # mtrim: inside the grown heap
+    assert t.given_back[7] == 5 * P
+    t.apply(ev("VM_BRK", 0x100000 + 3 * P, ret=0x100000 + 3 * P), "allocator")   # systrim
+    assert t.given_back[7] == 5 * P + 8 * P  # 11 pages (rounded up) -> 3 pages
+    t.apply(ev("VM_BRK", 0, ret=0x100000 + 3 * P), "allocator")   # brk(0): a query
+    t.apply(ev("VM_MMAP", 0, 8 * P, RW, MAP_ANONYMOUS | PRIVATE, ret=0x50000, stack=0xB), "program")
+    t.apply(ev("VM_MADVISE", 0x50000, 8 * P, 4, stack=0xB), "program")       # the program's own
+    t.apply(ev("VM_MUNMAP", 0x50000, 8 * P, stack=0xB), "program")
+    assert t.given_back[7] == 13 * P
+    t.apply(ev("VM_MMAP", 0, 32 * P, RW, MAP_ANONYMOUS | PRIVATE, ret=0x200000, stack=0xC), "allocator")
+    t.apply(ev("VM_MUNMAP", 0x200000, 32 * P, stack=0xC), "allocator")       # free() of a large block
+    assert t.given_back[7] == 45 * P
+    # an arena heap shrunk by MAP_FIXED PROT_NONE over its tail
+    t.apply(ev("VM_MMAP", 0, 16 * P, RW, MAP_ANONYMOUS | PRIVATE, ret=0x400000, stack=0xD), "allocator")
+    t.apply(ev("VM_MMAP", 0x400000 + 12 * P, 4 * P, 0, MAP_ANONYMOUS | PRIVATE | 0x10, ret=0x400000 + 12 * P), "allocator")
+    assert t.given_back[7] == 49 * P
+    assert t.events[7] >= 6

@@ -1,6 +1,7 @@
 """Plain-text rendering: for pipes, logs, ``--plain`` and the final summary."""
 from __future__ import annotations
 
+import textwrap
 from typing import TextIO
 
 from ..model import Snapshot, callsites, growth, process_growth
@@ -29,12 +30,45 @@ def render(snap: Snapshot, prev: Snapshot | None, out: TextIO, *, top: int = 10,
         state = " [exited]" if p.exited else ""
         out.write(f"  {p.pid:>7} {human(t.live_bytes):>10} {t.live_allocs:>9,} {human(pg[p.pid], True):>11}"
                   f"  {shorten(safe(p.comm, 64), name_w - len(state))}{state}\n")
+        m = snap.memory.get(p.pid)
+        if m is not None:
+            out.write(f"  {'':>7} {memory_line(m)}\n")
         for r in callsites(p, g)[:top]:
             out.write(f"  {'':>7} {human(r.counts.live_bytes):>10} {r.counts.live_allocs:>9,} "
                       f"{human(r.growth, True):>11}    {shorten(safe(r.callsite), name_w - 2)}\n")
+    for f in snap.findings[:top]:
+        out.write(f"  ! {shorten(safe(f.code + ' ' + str(f.pid) + ': ' + f.subject), WIDTH - 4)}\n")
     for reason, n in sorted(snap.lost.items()):
         out.write(f"  LOST: {n:,} {reason}\n")
     out.flush()
+
+
+def memory_line(m) -> str:
+    """The breakdown in one line of at most 72 columns."""
+    rss = human(m.rss_anon) if m.rss_anon is not None else "?"
+    parts = [f"rss {rss}", f"heap {human(m.heap_live)}", f"kept {human(m.retained)}"]
+    if m.mmap_live:
+        parts.append(f"mmap {human(m.mmap_live)}")
+    if m.arenas is not None:
+        parts.append(f"{m.arenas} arena{'s' if m.arenas != 1 else ''}")
+    if m.given_back:
+        parts.append(f"back {human(m.given_back)}")
+    return shorten(", ".join(parts), 72)
+
+
+def render_findings(snap: Snapshot, out: TextIO, *, top: int = 10) -> None:
+    """Every finding with its evidence and advice, wrapped to 80 columns."""
+    if not snap.findings:
+        out.write("  findings: none (no sustained growth, nothing kept by the allocator)\n")
+        return
+    out.write("  findings:\n")
+    for f in snap.findings[:top]:
+        comm = snap.processes[f.pid].comm if f.pid in snap.processes else "?"
+        out.write(f"  {f.code} in pid {f.pid} ({shorten(safe(comm, 64), 24)}): "
+                  f"{shorten(safe(f.subject), WIDTH - 20 - len(f.code))}\n")
+        for label, text in (("evidence", f.evidence), ("advice", f.advice)):
+            out.write(textwrap.fill(safe(text, 2000), WIDTH, initial_indent=f"    {label}: ",
+                                    subsequent_indent="      ") + "\n")
 
 
 def render_summary(snap: Snapshot, out: TextIO, *, top: int = 10, seconds: float | None = None) -> None:
@@ -54,6 +88,23 @@ def render_summary(snap: Snapshot, out: TextIO, *, top: int = 10, seconds: float
                       f"{more}, e.g.:\n")
             for f in s.frames[:8]:
                 out.write(f"      {shorten(safe(f), WIDTH - 6)}\n")
+    for p in ranked(snap, top):
+        m = snap.memory.get(p.pid)
+        if m is None:
+            continue
+        c = m.census
+        text = (f"pid {p.pid} memory: RSS (anon) {human(m.rss_anon or 0)}; the program holds "
+                f"{human(m.heap_live)} through malloc and {human(m.mmap_live)} in its own mappings; "
+                f"the allocator keeps {human(m.retained)} more")
+        if m.brk_size:
+            text += f"; brk heap {human(m.brk_size)}"
+        if c is not None:
+            text += (f"; {c.arenas} arena{'s' if c.arenas != 1 else ''}, malloc_trim(0) would "
+                     f"return ~{human(c.trimmable)}")
+        if m.given_back is not None:
+            text += f"; given back since attach {human(m.given_back)}"
+        out.write(textwrap.fill(text, WIDTH, initial_indent="  ", subsequent_indent="    ") + "\n")
+    render_findings(snap, out, top=top)
     if snap.unknown_frees:
         out.write(f"  {snap.unknown_frees:,} frees of blocks allocated before tracing began (ignored)\n")
     if not snap.lost:
