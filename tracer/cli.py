@@ -8,7 +8,7 @@ import sys
 from .errors import HeaptraceError, UsageError
 
 # Subcommands, each a module in tracer.commands; tracing is the default.
-SUBCOMMANDS: dict[str, str] = {}
+SUBCOMMANDS: dict[str, str] = {"demo": "demo"}
 
 
 class _Parser(argparse.ArgumentParser):

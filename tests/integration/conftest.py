@@ -99,6 +99,9 @@ def programs(tmp_path_factory) -> dict[str, str]:
         "nofp": ["gcc", "-O2", "-fomit-frame-pointer", "-o", str(out / "nofp"), str(PROGRAMS / "nofp.c")],
         "cxx": ["g++", "-O2", "-o", str(out / "cxx"), str(PROGRAMS / "cxx.cc")],
     }
+    for name in ("leak", "mmapleak", "retention", "arenas"):  # the demo's workloads
+        builds[name] = ["gcc", "-O1", "-fno-omit-frame-pointer", "-pthread", "-o", str(out / name),
+                        str(ROOT / "tracer" / "workloads" / f"{name}.c")]
     for name, cmd in builds.items():
         r = subprocess.run(cmd, capture_output=True, text=True)
         if r.returncode != 0:

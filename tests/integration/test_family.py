@@ -158,7 +158,10 @@ def test_direct_mappings_are_charged_to_their_call_site(ht, how):
     assert (final.live_bytes == 0).all() and final.allocs.sum() == 3 and final.frees.sum() == 3, freed.to_string()
     # Exactly these three call sites made mappings; malloc's large blocks are
     # malloc rows only, counted once.
-    assert set(mine[mine.source == "mmap"].function) == {"site_mmap_kept", "site_mmap_trimmed", "site_mmap_freed"}, \
+    moved = mm.get("site_mmap_moved")
+    assert moved is not None and (moved["live_bytes"], moved["alloc_bytes"]) == (17 * page, 3 * page), moved
+    assert set(mine[mine.source == "mmap"].function) == {"site_mmap_kept", "site_mmap_trimmed", "site_mmap_freed",
+                                                         "site_mmap_moved", "reserve_hole"}, \
         mine[mine.source == "mmap"].to_string()
     large = ht.by_function(last[last.source == "malloc"]).get("site_large")
     assert large is not None and large["live_bytes"] == 3 * MIB, large

@@ -52,11 +52,26 @@ NOINLINE void *site_mmap_trimmed(size_t pages, size_t unmap)
     return p;
 }
 
+/* A mapping grown and moved by mremap into a hole made elsewhere. */
+NOINLINE void *reserve_hole(size_t pages)
+{
+    void *h = mmap(NULL, pages * 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    munmap(h, pages * 4096);
+    return h;
+}
+NOINLINE void *site_mmap_moved(size_t pages, size_t grown)
+{
+    void *p = mmap(NULL, pages * 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    void *hole = reserve_hole(grown);
+    return mremap(p, pages * 4096, grown * 4096, MREMAP_MAYMOVE | MREMAP_FIXED, hole);
+}
+
 static void mappings(void)
 {
     for (int i = 0; i < 7; i++) sink[17] = site_mmap_kept(13);        /* 7 x 13 pages live */
     for (int i = 0; i < 3; i++) site_mmap_freed(5);                   /* 3 made, 3 unmapped */
     sink[18] = site_mmap_trimmed(11, 4);                              /* 7 pages live */
+    sink[20] = site_mmap_moved(3, 17);                                /* 17 pages live, moved */
     for (int i = 0; i < 3; i++) sink[12] = site_large(1 << 20);       /* malloc's own mmaps */
     /* A failed mmap (MAP_FAILED) is not a mapping. */
     sink[19] = mmap(NULL, (size_t)1 << 62, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
