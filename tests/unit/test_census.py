@@ -587,3 +587,26 @@ def test_census_of_a_live_process_matches_malloc_trim(tmp_path: Path) -> None:
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_mmapped_chunks_found_by_their_headers_even_when_merged() -> None:
+    import struct as _s
+    from tracer.census import mmapped_chunks
+    page = 4096
+    mem = {}
+    a = 0x7F0000000000
+    mem[a] = _s.pack("<QQ", 0, 3 * page | 2)            # two chunks merged in one mapping
+    mem[a + 3 * page] = _s.pack("<QQ", 0, 5 * page | 2)
+    b = 0x7F1000000000
+    mem[b] = _s.pack("<QQ", 0, 2 * page | 1)            # PREV_INUSE only: not an mmapped chunk
+    c = 0x7F2000000000
+    mem[c] = _s.pack("<QQ", 0, 9 * page | 2)            # claims more than the mapping: no
+
+    def read(pid, addr, size):
+        if addr not in mem:
+            return bytes(size)
+        return mem[addr][:size]
+
+    maps = [(a, a + 8 * page, "rw-p", ""), (b, b + 2 * page, "rw-p", ""), (c, c + 4 * page, "rw-p", ""),
+            (0x7F3000000000, 0x7F3000001000, "r--p", ""), (0x55000000, 0x55001000, "rw-p", "[heap]")]
+    assert mmapped_chunks(1, maps, read) == [(a, 3 * page), (a + 3 * page, 5 * page)]

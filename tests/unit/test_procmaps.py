@@ -164,3 +164,17 @@ def test_read_comm_gone(tmp_path: Path) -> None:
 def test_host_path() -> None:
     assert host_path(12, "/usr/lib/libc.so.6") == "/proc/12/root/usr/lib/libc.so.6"
     assert host_path(12, "/x y", proc="/p") == "/p/12/root/x y"
+
+
+def test_smaps_rss_and_status_fields() -> None:
+    from tracer.procmaps import parse_smaps_rss, parse_status_kb
+    text = ("55d0c0000000-55d0c0021000 rw-p 00000000 00:00 0                          [heap]\n"
+            "Size:                132 kB\nRss:                  12 kB\nPss: 12 kB\n"
+            "7f0000000000-7f0004000000 rw-p 00000000 00:00 0 \nSize: 65536 kB\nRss: garbage\n"
+            "7f1000000000-7f1000001000 r--p 00000000 08:01 42   /usr/lib/x 1.so\nRss: 4 kB\n"
+            "not a line\nRss: 99 kB\n")
+    rows = parse_smaps_rss(text)
+    assert [(m.path, rss) for m, rss in rows] == [("[heap]", 12 * 1024), ("/usr/lib/x 1.so", 4096)]
+    assert parse_status_kb("Name:\tx\nRssAnon:\t  1788 kB\n", "RssAnon") == 1788 * 1024
+    assert parse_status_kb("RssAnon: x kB\n", "RssAnon") is None
+    assert parse_status_kb("", "RssAnon") is None
