@@ -83,3 +83,23 @@ def test_summary_names_the_stack_of_the_top_site():
     plain.render_summary(snap(), buf, seconds=3.0)
     out = buf.getvalue()
     assert "heaptrace summary after 3.0 s" in out and "main+0x1 [svc]" in out and "nothing lost" in out
+
+
+def test_live_view_shows_the_breakdown_and_findings_literally():
+    from io import StringIO
+    from rich.console import Console
+    from tracer import diagnose
+    from tracer.breakdown import HeapRss, breakdown
+    from tracer.model import Process, Snapshot
+    from tracer.views.live import renderable
+    from datetime import datetime, timezone
+    s = Snapshot(datetime(2026, 11, 22, tzinfo=timezone.utc), {7: Process(7, "svc")})
+    s.memory[7] = breakdown(rss_anon=200 << 20, rss=HeapRss(brk_rss=199 << 20), probe_live=1000, census=None,
+                            given_back=300 << 20)
+    s.findings = [diagnose.Finding("allocator-retention", 7, "[bold]x\x1b[2J", 1, "kept [red]y", "advice")]
+    out = StringIO()
+    Console(file=out, width=80, force_terminal=False).print(renderable(s, None))
+    text = out.getvalue()
+    assert "200.0 MiB" in text and "199.0 MiB" in text and "300.0 MiB" in text
+    assert "allocator-retention pid 7 [bold]x\\x1b[2J: kept [red]y" in text
+    assert max(len(l) for l in text.splitlines()) <= 80

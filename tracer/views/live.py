@@ -37,11 +37,36 @@ def renderable(snap: Snapshot, prev: Snapshot | None, *, top: int = 10, sites_pe
                       Text(human(r.growth, True), style="red" if r.growth > 0 else ""),
                       Text("  " + safe(r.callsite)))
     parts: list = [Text(f"heaptrace {snap.timestamp.strftime('%H:%M:%S')}  {status}", style="dim"), t]
+    if snap.memory:
+        parts.append(memory_table(snap, top))
     if not snap.processes:
         parts.append(Text("no allocations seen yet"))
+    for f in snap.findings[:top]:
+        line = Text(f"{f.code} ", style="bold yellow")
+        line.append(f"pid {f.pid} {safe(f.subject)}: {safe(f.evidence, 300)}")
+        parts.append(line)
     for reason, n in sorted(snap.lost.items()):
         parts.append(Text(f"LOST: {n:,} {reason}", style="bold red"))
     return Group(*parts)
+
+
+def memory_table(snap: Snapshot, top: int) -> Table:
+    """The per-process breakdown: what the program holds, what the allocator keeps."""
+    t = Table(box=None, pad_edge=False, show_edge=False, header_style="bold", title_justify="left")
+    t.add_column("PID", justify="right", no_wrap=True, width=7)
+    for name in ("rss", "heap", "kept", "mmap"):
+        t.add_column(name, justify="right", no_wrap=True, min_width=9)
+    t.add_column("arenas", justify="right", no_wrap=True, min_width=6)
+    t.add_column("given back", justify="right", no_wrap=True, min_width=10)
+    for p in ranked(snap, top):
+        m = snap.memory.get(p.pid)
+        if m is None:
+            continue
+        t.add_row(str(p.pid), human(m.rss_anon) if m.rss_anon is not None else "?", human(m.heap_live),
+                  Text(human(m.retained), style="yellow" if m.retained >= 32 << 20 else ""),
+                  human(m.mmap_live), "" if m.arenas is None else str(m.arenas),
+                  "" if m.given_back is None else human(m.given_back))
+    return t
 
 
 class LiveView:
