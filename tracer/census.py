@@ -103,7 +103,38 @@ MALLOC_STATE_SIZE = 2200
 
 _U64 = struct.Struct("<Q")
 
-Buffer = bytes | bytearray | memoryview   # what walk_heap reads chunks from
+WINDOW = 4 << 20   # a live process's heap is read this much at a time
+
+
+class _Unreadable(Exception):
+    pass
+
+
+class PagedMemory:
+    """``size`` bytes of a process from ``base``, read on demand one window
+    at a time, so that walking a 10 GiB heap holds 4 MiB, not 10 GiB."""
+
+    def __init__(self, read: "ReadFn", pid: int, base: int, size: int, window: int = WINDOW):
+        self.read, self.pid, self.base, self.size, self.window = read, pid, base, size, window
+        self._at, self._buf = 0, b""
+
+    def __len__(self) -> int:
+        return self.size
+
+    def u64(self, off: int) -> int:
+        if not self._at <= off <= self._at + len(self._buf) - 8:
+            at = max(0, min(off - off % self.window, self.size - self.window))
+            try:
+                buf = self.read(self.pid, self.base + at, min(self.window, self.size - at))
+            except OSError as e:
+                raise _Unreadable(f"cannot read {self.base + off:#x}: {e.strerror or e}") from None
+            if not at <= off <= at + len(buf) - 8:
+                raise _Unreadable(f"cannot read {self.base + off:#x}: short read")
+            self._at, self._buf = at, buf
+        return _U64.unpack_from(self._buf, off - self._at)[0]
+
+
+Buffer = bytes | bytearray | memoryview | PagedMemory   # what walk_heap reads chunks from
 
 KINDS = ("main", "arena")
 
@@ -228,6 +259,13 @@ def _top_trimmable(top: int, page: int) -> int:
     return _align_down(top_area, page) if top_area > 0 else 0
 
 
+def _safe(fn, addr: int) -> int | None:
+    try:
+        return fn(addr)
+    except _Unreadable:
+        return None
+
+
 def walk_heap(
     mem: Buffer,
     base: int,
@@ -263,8 +301,12 @@ def walk_heap(
     complete = False
     note = ""
 
-    def size_field(addr: int) -> int:
-        return _U64.unpack_from(mem, addr - base + SIZE_SZ)[0]
+    if isinstance(mem, PagedMemory):
+        def size_field(addr: int) -> int:
+            return mem.u64(addr - base + SIZE_SZ)
+    else:
+        def size_field(addr: int) -> int:
+            return _U64.unpack_from(mem, addr - base + SIZE_SZ)[0]
 
     pending: tuple[int, int] | None = None   # (address, size) awaiting its next header
     addr = first_chunk
@@ -274,7 +316,11 @@ def walk_heap(
         if addr + CHUNK_HDR_SZ > end:
             note = f"no room for a chunk header at {addr:#x} (heap ends at {end:#x})"
             break
-        field = size_field(addr)
+        try:
+            field = size_field(addr)
+        except _Unreadable as e:
+            note = str(e)
+            break
         size = field & ~SIZE_BITS
         closed = False
         if field & IS_MMAPPED:
@@ -285,7 +331,7 @@ def walk_heap(
             # The only legal small chunk: the 16-byte fencepost followed by
             # the size-0 header that fills a closed heap's last 16 bytes.
             if (size == CHUNK_HDR_SZ and addr + 2 * CHUNK_HDR_SZ == end
-                    and size_field(addr + CHUNK_HDR_SZ) == PREV_INUSE):
+                    and _safe(size_field, addr + CHUNK_HDR_SZ) == PREV_INUSE):
                 closed = True
             else:
                 note = f"chunk {addr:#x}: size {size:#x} is below MINSIZE ({MINSIZE})"
@@ -441,10 +487,9 @@ def census_process(
     consistent; it is walked over ``heap_info.size`` bytes, which can be less
     than its read-write part after ``shrink_heap``.  A heap whose read fails
     with ``OSError`` (process gone, ``EIO``, no permission) is skipped; a
-    short read is walked as far as it goes (``complete=False``).
+    read failing part way is walked as far as it goes (``complete=False``).
 
-    Limits: each heap is read in one piece (a huge ``[heap]`` means as much
-    memory here); ``[heap]`` is assumed to start at brk's start (true unless
+    Each heap is read a window (``WINDOW``) at a time. Limits: ``[heap]`` is assumed to start at brk's start (true unless
     the kernel merged it with a neighbouring mapping); an arena heap merged
     by the kernel with an adjacent read-write mapping is not found.
     """
@@ -454,23 +499,23 @@ def census_process(
     if heap:
         start, end = min(m[0] for m in heap), max(m[1] for m in heap)
         try:
-            mem = read(pid, start, end - start)
+            read(pid, start, CHUNK_HDR_SZ)   # gone, or not ours to read: no census
         except OSError:
             pass
         else:
-            out.append(walk_heap(mem, start, kind="main",
+            out.append(walk_heap(PagedMemory(read, pid, start, end - start), start, kind="main",
                                  first_chunk=first_chunk_of_main_heap(start)))
 
     for start, end in _arena_heap_candidates(maps):
         try:
-            mem = read(pid, start, end - start)
+            head = read(pid, start, HEAP_INFO_SIZE)
         except OSError:
             continue
-        info = _parse_heap_info(mem, start, end - start)
+        info = _parse_heap_info(head, start, end - start)
         if info is None:
             continue
         size, first_of_arena = info
-        walked = walk_heap(memoryview(mem)[:size], start, kind="arena",
+        walked = walk_heap(PagedMemory(read, pid, start, size), start, kind="arena",
                            first_chunk=first_chunk_of_arena_heap(start, first_of_arena))
         out.append(dataclasses.replace(walked, first_of_arena=first_of_arena))
     return out

@@ -435,16 +435,16 @@ def test_census_process_finds_main_and_arena_heaps() -> None:
 def test_census_process_full_grown_heap_and_short_read() -> None:
     # A heap grown to the full 64 MiB has no PROT_NONE tail; the read comes
     # back short (the process unmapped part of it meanwhile): walked as far
-    # as it goes.
+    # as the headers can be read (the heap is read a window at a time).
     mem = FakeMemory()
     lead = heap_info(ARENA + 48, 0, HEAP_MAX_SIZE, HEAP_MAX_SIZE) + bytes(2256 - 48)
     img, (_, top) = build([(0x290, True)], top=0x4000 - 2256 - 0x290, base=ARENA, lead=lead)
-    poke_size(img, top, (HEAP_MAX_SIZE - 2256 - 0x290) | PREV_INUSE, base=ARENA)
+    poke_size(img, top, 0x8000 | PREV_INUSE, base=ARENA)  # its next header is past what reads back
     mem.regions[ARENA] = bytes(img)
     maps = [(ARENA, ARENA + HEAP_MAX_SIZE, "rw-p", "")]
     (h,) = census_process(7, maps, read=mem.read)
-    assert h.kind == "arena" and not h.complete and "runs past the end" in h.note
-    assert h.in_use_chunks == 1 and h.end == ARENA + 0x4000
+    assert h.kind == "arena" and not h.complete and "cannot read" in h.note
+    assert h.in_use_chunks == 1 and h.end == ARENA + HEAP_MAX_SIZE
 
 
 @pytest.mark.parametrize(
@@ -610,3 +610,18 @@ def test_mmapped_chunks_found_by_their_headers_even_when_merged() -> None:
     maps = [(a, a + 8 * page, "rw-p", ""), (b, b + 2 * page, "rw-p", ""), (c, c + 4 * page, "rw-p", ""),
             (0x7F3000000000, 0x7F3000001000, "r--p", ""), (0x55000000, 0x55001000, "rw-p", "[heap]")]
     assert mmapped_chunks(1, maps, read) == [(a, 3 * page), (a + 3 * page, 5 * page)]
+
+
+@pytest.mark.parametrize("window", [32, 48, 4096, 1 << 20])
+def test_a_heap_read_window_by_window_walks_like_one_read(window) -> None:
+    from tracer.census import PagedMemory
+    img, _ = build([(0x290, True), (3 * PAGE, False), (0x20, True), (0x1000, False), (0x40, True)],
+                   top=0x10000 - 0x290 - 3 * PAGE - 0x20 - 0x1000 - 0x40)
+    data = bytes(img)
+
+    def read(pid, addr, size):
+        return data[addr - BASE: addr - BASE + size]
+
+    whole = walk_heap(data, BASE, kind="main", first_chunk=BASE)
+    paged = walk_heap(PagedMemory(read, 1, BASE, len(data), window=window), BASE, kind="main", first_chunk=BASE)
+    assert paged == whole and whole.complete
