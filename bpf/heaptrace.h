@@ -126,6 +126,8 @@ struct stack_val {
 #define VM_MPROTECT 4 /* a0 addr, a1 len, a2 prot */
 #define VM_BRK 5      /* a0 requested break */
 #define VM_MADVISE 6  /* a0 addr, a1 len, a2 advice */
+#define VM_EXEC 7     /* the process exec'd a new program (its mappings are new) */
+#define VM_EXIT 8     /* the process exited (its last thread) */
 
 struct vm_event {
     __u32 tgid;

@@ -86,3 +86,26 @@ TRACEPOINT_PROBE(syscalls, sys_enter_madvise)
     return vm_enter(VM_MADVISE, args->start, args->len_in, args->behavior, 0, 0);
 }
 TRACEPOINT_PROBE(syscalls, sys_exit_madvise) { return vm_exit(args->ret); }
+
+/* Process exec and exit: not syscall tracepoints, so free of their cost. */
+static __always_inline int vm_lifecycle(__u32 kind)
+{
+    __u32 tgid = bpf_get_current_pid_tgid() >> 32;
+    if (!targets.lookup(&tgid))
+        return 0;
+    struct vm_event ev = {};
+    ev.tgid = tgid;
+    ev.kind = kind;
+    if (vm_events.ringbuf_output(&ev, sizeof(ev), 0))
+        stat_inc(STAT_LOST_VM_EVENT);
+    return 0;
+}
+
+TRACEPOINT_PROBE(sched, sched_process_exec) { return vm_lifecycle(VM_EXEC); }
+
+TRACEPOINT_PROBE(sched, sched_process_exit)
+{
+    if (!args->group_dead) /* a thread, not the last one */
+        return 0;
+    return vm_lifecycle(VM_EXIT);
+}

@@ -111,6 +111,7 @@ class Session:
         self.census: dict[int, _Census] = {}
         self.glibc: set[int] = set()          # targets whose malloc is glibc's (census)
         self.memory: dict[int, Memory] = {}   # last breakdown of each target
+        self.exit_seen: set[int] = set()      # targets whose exit the kernel reported
 
     # -- signals -------------------------------------------------------------
     def _on_signal(self, signum, _frame) -> None:
@@ -154,7 +155,7 @@ class Session:
                     _log(f"heaptrace: pid {pl.pid}: {os.path.basename(pp.probe.path)} {pp.reason}{alias}")
                 kernel.attach(pp.probe)
 
-    def _seed_mappings(self, pid: int) -> None:
+    def _seed_mappings(self, pid: int, exec_: bool = False) -> None:
         """Anonymous mappings that exist before tracing: known, owner unknown."""
         try:
             maps = read_maps(pid)
@@ -163,7 +164,10 @@ class Session:
         regions = [Region(m.start, m.end, ("r" in m.perms) | ("w" in m.perms) << 1 | ("x" in m.perms) << 2)
                    for m in maps if m.path in ("", "[heap]") and m.start < m.end]
         heap = [m.end for m in maps if m.path == "[heap]"]
-        self.mappings.seed(pid, regions, brk=max(heap) if heap else None)
+        if exec_:
+            self.mappings.exec(pid, regions, None)  # brk: from the new image's first brk call
+        else:
+            self.mappings.seed(pid, regions, brk=max(heap) if heap else None)
 
     def _owner(self, pid: int, caller: int) -> str:
         """Who made a mapping: the allocator, the program's own code, or the
@@ -307,7 +311,8 @@ class Session:
                     continue
             else:
                 f = _stat_fields(pid)
-                if not f or f[0] == b"Z" or f[19].decode() != self.started.get(pid):
+                if (pid in self.exit_seen or not f or f[0] == b"Z"
+                        or f[19].decode() != self.started.get(pid)):
                     self.exited.add(pid)  # gone, a zombie, or its PID reused
                     continue
             self.symbols.refresh(pid)
@@ -331,7 +336,15 @@ class Session:
         events, self._vm_raw[:] = list(self._vm_raw), []
         for raw in events:
             ev = layout.decode_vm_event(raw)
-            self.mappings.apply(ev, self._owner(ev.tgid, ev.caller))
+            if ev.kind == layout.C["VM_EXEC"]:
+                self._seed_mappings(ev.tgid, exec_=True)
+                self.census.pop(ev.tgid, None)
+                self.symbols.refresh(ev.tgid)
+                self.comms[ev.tgid] = read_comm(ev.tgid) or self.comms.get(ev.tgid, "?")
+            elif ev.kind == layout.C["VM_EXIT"]:
+                self.exit_seen.add(ev.tgid)
+            else:
+                self.mappings.apply(ev, self._owner(ev.tgid, ev.caller))
         mapped = [(pid, stack, c) for pid in list(self.mappings.maps) for stack, c in self.mappings.rows(pid)]
         fresh = {(t, s) for t, s, _ in sites + mapped if (t, s) not in self.resolved}
         # (_check_targets re-reads the maps of live targets every poll tick.)

@@ -48,9 +48,14 @@ class MappingTracker:
         if n > 0:
             self.given_back[pid] = self.given_back.get(pid, 0) + n
 
-    def forget(self, pid: int) -> None:
-        """Drop the map of a process that exited (its totals stay)."""
-        self.maps.pop(pid, None)
+    def exec(self, pid: int, regions: list[Region], brk: int | None) -> None:
+        """The process exec'd: its old mappings are gone; start again from
+        what it has now (the totals of its old mappings stay)."""
+        self.maps[pid] = VmMap(self.page_size)
+        self.maps[pid].seed(regions)
+        self.brk.pop(pid, None)
+        if brk is not None:
+            self.brk[pid] = brk
 
     def apply(self, ev: layout.VmEvent, owner: str) -> None:
         vm = self.maps.setdefault(ev.tgid, VmMap(self.page_size))

@@ -83,3 +83,12 @@ def test_given_back_counts_only_the_allocators_returns():
     t.apply(ev("VM_MMAP", 0x400000 + 12 * P, 4 * P, 0, MAP_ANONYMOUS | PRIVATE | 0x10, ret=0x400000 + 12 * P), "allocator")
     assert t.given_back[7] == 49 * P
     assert t.events[7] >= 6
+
+
+def test_exec_starts_a_new_map_and_keeps_the_totals():
+    t = MappingTracker(P)
+    t.apply(ev("VM_MMAP", 0, 5 * P, RW, MAP_ANONYMOUS | PRIVATE, ret=0x70000), "program")
+    t.exec(7, [Region(0x100000, 0x100000 + 2 * P, RW)], brk=0x100000 + 2 * P)
+    rows = dict(t.rows(7))
+    assert rows[0xA].live_bytes == 0 and rows[0xA].allocs == 1   # the old image's mapping is gone
+    assert t.brk[7] == 0x100000 + 2 * P and t.maps[7].bytes_by() == 2 * P
