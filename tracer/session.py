@@ -112,6 +112,7 @@ class Session:
         self.glibc: set[int] = set()          # targets whose malloc is glibc's (census)
         self.memory: dict[int, Memory] = {}   # last breakdown of each target
         self.exit_seen: set[int] = set()      # targets whose exit the kernel reported
+        self.kernel: Kernel | None = None
 
     # -- signals -------------------------------------------------------------
     def _on_signal(self, signum, _frame) -> None:
@@ -208,6 +209,7 @@ class Session:
                     plans = self._plans()
                 finally:
                     kernel = compiling.result()
+            self.kernel = kernel
             if self.o.limits.mappings:
                 kernel.open_vm_events(self._vm_raw.append)
             self._attach(kernel, plans)
@@ -291,6 +293,8 @@ class Session:
             if deadline is not None and now >= deadline:
                 return True
             self._check_targets(pids)
+            if self.kernel is not None and self.o.limits.mappings:
+                self._vm_events(self.kernel)
             if all(p in self.exited for p in pids):
                 return True
             if now >= until:
@@ -332,19 +336,7 @@ class Session:
                 size, slot, ts = layout.decode_alloc(v)
                 blocks.append((layout.decode_key(k)[0], size, by_slot.get(slot, -1), ts))
             sites = apply_min_age(sites, blocks, now, int(self.o.min_age * 1e9))
-        kernel.poll_vm_events()
-        events, self._vm_raw[:] = list(self._vm_raw), []
-        for raw in events:
-            ev = layout.decode_vm_event(raw)
-            if ev.kind == layout.C["VM_EXEC"]:
-                self._seed_mappings(ev.tgid, exec_=True)
-                self.census.pop(ev.tgid, None)
-                self.symbols.refresh(ev.tgid)
-                self.comms[ev.tgid] = read_comm(ev.tgid) or self.comms.get(ev.tgid, "?")
-            elif ev.kind == layout.C["VM_EXIT"]:
-                self.exit_seen.add(ev.tgid)
-            else:
-                self.mappings.apply(ev, self._owner(ev.tgid, ev.caller))
+        self._vm_events(kernel)
         mapped = [(pid, stack, c) for pid in list(self.mappings.maps) for stack, c in self.mappings.rows(pid)]
         fresh = {(t, s) for t, s, _ in sites + mapped if (t, s) not in self.resolved}
         # (_check_targets re-reads the maps of live targets every poll tick.)
@@ -412,6 +404,23 @@ class Session:
                          census=report, probe_live_at_census=st.probe_live if st else 0,
                          mmap_live=mmap_live,
                          given_back=self.mappings.given_back.get(pid, 0) if self.o.limits.mappings else None)
+
+    def _vm_events(self, kernel: Kernel) -> None:
+        """Apply the VM events the kernel streamed since the last call (every
+        poll tick, so the ring buffer is emptied ten times a second)."""
+        kernel.poll_vm_events()
+        events, self._vm_raw[:] = list(self._vm_raw), []
+        for raw in events:
+            ev = layout.decode_vm_event(raw)
+            if ev.kind == layout.C["VM_EXEC"]:
+                self._seed_mappings(ev.tgid, exec_=True)
+                self.census.pop(ev.tgid, None)
+                self.symbols.refresh(ev.tgid)
+                self.comms[ev.tgid] = read_comm(ev.tgid) or self.comms.get(ev.tgid, "?")
+            elif ev.kind == layout.C["VM_EXIT"]:
+                self.exit_seen.add(ev.tgid)
+            else:
+                self.mappings.apply(ev, self._owner(ev.tgid, ev.caller))
 
     def _in_allocator(self, pid: int, ip: int) -> bool:
         """Is ``ip`` inside one of the allocator libraries probed for ``pid``?"""
