@@ -82,6 +82,9 @@ class _Census:
 # A census is taken again once the heap changed, but no more often than every
 # CENSUS_SPACING times its own duration (a huge heap takes seconds to walk).
 CENSUS_SPACING = 10
+# Share of one core that applying VM events may take (a program calling mmap
+# hundreds of thousands of times a second would otherwise take a whole core).
+VM_CPU_SHARE = 0.2
 
 
 def _log(msg: str) -> None:
@@ -113,6 +116,8 @@ class Session:
         self.memory: dict[int, Memory] = {}   # last breakdown of each target
         self.exit_seen: set[int] = set()      # targets whose exit the kernel reported
         self.kernel: Kernel | None = None
+        self._owners: dict[tuple[int, int], str] = {}   # (pid, caller) -> owner
+        self._vm_next = 0.0                             # when to empty the ring buffer next
 
     # -- signals -------------------------------------------------------------
     def _on_signal(self, signum, _frame) -> None:
@@ -173,10 +178,17 @@ class Session:
     def _owner(self, pid: int, caller: int) -> str:
         """Who made a mapping: the allocator, the program's own code, or the
         system (the dynamic linker; or a caller heaptrace cannot place)."""
-        path = self.symbols.module_of(pid, caller)
-        if path is None or os.path.basename(path).startswith("ld-"):
-            return "unknown"
-        return "allocator" if self._in_allocator(pid, caller) else "program"
+        key = (pid, caller)
+        owner = self._owners.get(key)
+        if owner is None:
+            path = self.symbols.module_of(pid, caller)
+            if path is None or os.path.basename(path).startswith("ld-"):
+                return "unknown"  # not cached: the module may be mapped later
+            owner = "allocator" if self._in_allocator(pid, caller) else "program"
+            if len(self._owners) > 100_000:
+                self._owners.clear()
+            self._owners[key] = owner
+        return owner
 
     def _await_libraries(self, pid: int, plan: targets.Plan, timeout: float = 0.5) -> None:
         """Read the maps of a program just started once the dynamic linker
@@ -293,8 +305,12 @@ class Session:
             if deadline is not None and now >= deadline:
                 return True
             self._check_targets(pids)
-            if self.kernel is not None and self.o.limits.mappings:
+            if self.kernel is not None and self.o.limits.mappings and now >= self._vm_next:
+                # Bounded: applying events may take at most VM_CPU_SHARE of a
+                # core; beyond, the ring buffer fills and the loss is counted.
+                t = time.monotonic()
                 self._vm_events(self.kernel)
+                self._vm_next = t + (time.monotonic() - t) / VM_CPU_SHARE
             if all(p in self.exited for p in pids):
                 return True
             if now >= until:
@@ -414,6 +430,7 @@ class Session:
             ev = layout.decode_vm_event(raw)
             if ev.kind == layout.C["VM_EXEC"]:
                 self._seed_mappings(ev.tgid, exec_=True)
+                self._owners = {k: v for k, v in self._owners.items() if k[0] != ev.tgid}
                 self.census.pop(ev.tgid, None)
                 self.symbols.refresh(ev.tgid)
                 self.comms[ev.tgid] = read_comm(ev.tgid) or self.comms.get(ev.tgid, "?")

@@ -233,6 +233,11 @@ class VmMap:
         return sum(r.size for r in self._slice(addr, addr + size)) if size else 0
 
     # ------------------------------------------------------------ queries
+    def overlapping(self, addr: int, length: int) -> list[Region]:
+        """The parts of tracked regions inside ``[addr, addr + length)`` (page-rounded)."""
+        size = self._pages(length)
+        return self._slice(addr, addr + size) if size else []
+
     def region_at(self, addr: int) -> Region | None:
         """The tracked region containing ``addr``, if any."""
         i = bisect_right(self._starts, addr) - 1

@@ -75,14 +75,13 @@ class MappingTracker:
                 t.allocs += 1
                 t.alloc_bytes += -(-a1 // self.page_size) * self.page_size
         elif kind == C["VM_MUNMAP"]:
-            before = vm.by_site("program")
-            if owner == "allocator" and ev.ret == 0:
-                self._give_back(ev.tgid, vm.madvise_free(a0, a1))
-            vm.munmap(a0, a1, result=ev.ret)
-            after = vm.by_site("program")
-            for site, n in before.items():
-                if after.get(site, 0) < n:
+            if ev.ret == 0:
+                gone = vm.overlapping(a0, a1)
+                if owner == "allocator":
+                    self._give_back(ev.tgid, sum(r.size for r in gone))
+                for site in {r.site for r in gone if r.owner == "program"}:
                     self.totals.setdefault((ev.tgid, site), _Totals()).frees += 1
+            vm.munmap(a0, a1, result=ev.ret)
         elif kind == C["VM_MREMAP"]:
             vm.mremap(a0, a1, a2, a3, result=ev.ret, new_addr=a4)
         elif kind == C["VM_MPROTECT"]:
