@@ -269,6 +269,8 @@ class Session:
                     while datetime.now(timezone.utc) - snap.timestamp < _MIN_STEP:
                         time.sleep(0.001)
                 td = time.monotonic()
+                if ended:
+                    self._vm_next = 0.0  # the last drain takes every event left
                 snap = self.drain(kernel, pids)
                 if self.o.verbose:
                     nsites = sum(len(p.sites) for p in snap.processes.values())
@@ -305,12 +307,8 @@ class Session:
             if deadline is not None and now >= deadline:
                 return True
             self._check_targets(pids)
-            if self.kernel is not None and self.o.limits.mappings and now >= self._vm_next:
-                # Bounded: applying events may take at most VM_CPU_SHARE of a
-                # core; beyond, the ring buffer fills and the loss is counted.
-                t = time.monotonic()
+            if self.kernel is not None:
                 self._vm_events(self.kernel)
-                self._vm_next = t + (time.monotonic() - t) / VM_CPU_SHARE
             if all(p in self.exited for p in pids):
                 return True
             if now >= until:
@@ -423,7 +421,14 @@ class Session:
 
     def _vm_events(self, kernel: Kernel) -> None:
         """Apply the VM events the kernel streamed since the last call (every
-        poll tick, so the ring buffer is emptied ten times a second)."""
+        poll tick, so the ring buffer is emptied ten times a second).
+
+        Bounded: this may take at most VM_CPU_SHARE of a core; after a long
+        call the next ones wait, the ring buffer fills and the kernel counts
+        what it could not keep (shown as LOST)."""
+        t = time.monotonic()
+        if not self.o.limits.mappings or t < self._vm_next:
+            return
         kernel.poll_vm_events()
         events, self._vm_raw[:] = list(self._vm_raw), []
         for raw in events:
@@ -438,6 +443,7 @@ class Session:
                 self.exit_seen.add(ev.tgid)
             else:
                 self.mappings.apply(ev, self._owner(ev.tgid, ev.caller))
+        self._vm_next = t + (time.monotonic() - t) / VM_CPU_SHARE
 
     def _in_allocator(self, pid: int, ip: int) -> bool:
         """Is ``ip`` inside one of the allocator libraries probed for ``pid``?"""
