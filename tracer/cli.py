@@ -8,7 +8,8 @@ import sys
 from .errors import HeaptraceError, UsageError
 
 # Subcommands, each a module in tracer.commands; tracing is the default.
-SUBCOMMANDS: dict[str, str] = {"demo": "demo"}
+SUBCOMMANDS: dict[str, str] = {"demo": "demo", "report": "report", "diff": "diff", "export": "export",
+                               "plot": "plot"}
 
 
 class _Parser(argparse.ArgumentParser):

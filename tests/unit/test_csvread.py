@@ -1,0 +1,69 @@
+"""Reading heaptrace's CSVs back: validation, truncation, unprotecting, --at."""
+import pandas as pd
+import pytest
+
+from tracer import review
+from tracer.csvread import CsvError, open_csv
+from tracer.exporters.sites_csv import COLUMNS
+
+HEADER = ",".join(COLUMNS) + "\n"
+
+
+def row(ts, pid=7, comm="svc", source="malloc", callsite="f+0x1 [a]", stack="main;f+0x1 [a]", live=0,
+        nlive=0, ab=0, n=0, frees=0):
+    return f"1,{ts},h,{pid},{comm},{source},{callsite},{stack},{live},{nlive},{ab},{n},{frees}\n"
+
+
+def write(tmp_path, text, name="s.csv"):
+    p = tmp_path / name
+    p.write_text(text)
+    return str(p)
+
+
+T = ["2026-11-22T01:00:00.000Z", "2026-11-22T01:00:01.000Z", "2026-11-22T01:00:02.000Z"]
+
+
+def test_state_at_and_series(tmp_path):
+    text = HEADER + row(T[0], live=100, nlive=1, ab=100, n=1) + row(T[0], stack="main;g", live=5, nlive=1, ab=5, n=1)
+    text += row(T[1], live=300, nlive=3, ab=300, n=3) + row(T[1], stack="main;g", live=0, nlive=0, ab=5, n=1, frees=1)
+    text += row(T[2], live=600, nlive=6, ab=600, n=6)
+    f = open_csv(write(tmp_path, text), "sites")
+    times = review.intervals(f)
+    assert [t.isoformat() for t in times] == [pd.Timestamp(t).isoformat() for t in T]
+    st = review.state_at(f, review.pick(times, None)).set_index("stack")
+    assert st.loc["main;f+0x1 [a]", "live_bytes"] == 600
+    assert (st.loc["main;g", "live_bytes"], st.loc["main;g", "frees"]) == (0, 1)
+    assert review.state_at(f, review.pick(times, "0")).set_index("stack").loc["main;g", "live_bytes"] == 5
+    s = review.series(f, [(7, "malloc", "main;f+0x1 [a]"), (7, "malloc", "main;g")])
+    assert s[(7, "malloc", "main;f+0x1 [a]")].tolist() == [100, 300, 600]
+    assert s[(7, "malloc", "main;g")].tolist() == [5, 0, 0]
+
+
+def test_protected_cells_are_unprotected_and_a_cut_last_line_is_left_out(tmp_path):
+    text = HEADER + row(T[0], comm="'=cmd()", callsite="'-x", live=1, nlive=1) + row(T[1])[:-9]
+    f = open_csv(write(tmp_path, text), "sites")
+    df = f.read()
+    assert len(df) == 1 and df.comm[0] == "=cmd()" and df.callsite[0] == "-x"
+    assert any("cut short" in n for n in f.notes)
+
+
+@pytest.mark.parametrize("text,msg", [
+    ("a,b\n1,2\n", "is not a heaptrace CSV"),
+    ("schema_version,timestamp,host\n1,x,y\n", "columns missing"),
+    ("", "is not a heaptrace CSV"),
+])
+def test_bad_files_say_why(tmp_path, text, msg):
+    with pytest.raises(CsvError, match=msg):
+        open_csv(write(tmp_path, text), "sites")
+
+
+def test_newer_schema_and_bad_at(tmp_path):
+    f = open_csv(write(tmp_path, HEADER + row(T[0]).replace("1,", "2,", 1)), "sites")
+    with pytest.raises(CsvError, match="upgrade heaptrace"):
+        f.read()
+    times = review.intervals(open_csv(write(tmp_path, HEADER + row(T[0]), "b.csv")))
+    for at, msg in (("5", "intervals"), ("yesterday", "not a time"), ("2020-01-01T00:00:00Z", "starts later")):
+        with pytest.raises(CsvError, match=msg):
+            review.pick(times, at)
+    with pytest.raises(CsvError, match="no such file"):
+        open_csv(str(tmp_path / "none.csv"))

@@ -1,0 +1,179 @@
+"""Reading heaptrace's CSV files back: validated, chunked, spreadsheet-safe.
+
+For ``report``, ``diff``, ``export`` and ``plot``, on any machine (no root,
+no bcc). A file is read in chunks of rows (memory bounded by the chunk, not
+the file); every chunk is checked against the schema, its text cells have
+the spreadsheet protection undone, and ``ts`` (UTC) is parsed. A file that
+is not a heaptrace CSV, a newer schema version or missing columns raise
+:class:`CsvError` naming the cause and the fix; a last line cut short (a
+session killed mid-write) is left out, and said so through ``notes``.
+"""
+from __future__ import annotations
+
+import io
+import os
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import pandas as pd
+
+from .errors import HeaptraceError
+from .exporters import processes_csv, sites_csv
+from .exporters.sites_csv import unprotect
+
+CHUNK_ROWS = 200_000
+
+SITES = "sites"
+PROCESSES = "processes"
+_COLUMNS = {SITES: sites_csv.COLUMNS, PROCESSES: processes_csv.COLUMNS}
+_VERSION = {SITES: sites_csv.SCHEMA_VERSION, PROCESSES: processes_csv.SCHEMA_VERSION}
+_TEXT = {SITES: ["host", "comm", "callsite", "stack"], PROCESSES: ["host", "comm"]}
+_INTS = {SITES: ["pid", "live_bytes", "live_allocs", "alloc_bytes", "allocs", "frees"],
+         PROCESSES: ["pid", "exited"]}
+_OPTIONAL = {PROCESSES: ["rss_anon_bytes", "heap_live_bytes", "allocator_retained_bytes", "mmap_live_bytes",
+                         "brk_heap_bytes", "arenas", "given_back_bytes", "trimmable_bytes"]}
+
+
+class CsvError(HeaptraceError):
+    """The file cannot be read as a heaptrace CSV."""
+
+    exit_code = 65  # EX_DATAERR
+
+
+@dataclass
+class CsvFile:
+    """A heaptrace CSV opened for reading: its kind and what was left out."""
+
+    path: str
+    kind: str
+    notes: list[str] = field(default_factory=list)
+    _limit: int = 0
+
+    def chunks(self, columns: list[str] | None = None, chunk_rows: int = CHUNK_ROWS) -> Iterator[pd.DataFrame]:
+        """The rows, ``chunk_rows`` at a time (every column, or ``columns``
+        plus ``timestamp``), with ``ts`` parsed and text cells unprotected."""
+        want = None if columns is None else sorted(set(columns) | {"timestamp", "schema_version"})
+        dtypes = {c: str for c in _TEXT[self.kind] + (["findings"] if self.kind == PROCESSES else [])}
+        with open(self.path, "rb") as raw:
+            f = io.TextIOWrapper(_Limited(raw, self._limit), encoding="utf-8", errors="replace", newline="")
+            try:
+                reader = pd.read_csv(f, usecols=want, dtype=dtypes, keep_default_na=False,
+                                     chunksize=chunk_rows)
+                for n, chunk in enumerate(reader):
+                    yield self._clean(chunk, n * chunk_rows)
+            except (pd.errors.ParserError, ValueError, UnicodeError) as e:
+                raise CsvError(f"{self.path}: not a well-formed heaptrace {self.kind} CSV ({_short(e)}); "
+                               "was it edited, or is it another file?") from None
+
+    def read(self, columns: list[str] | None = None) -> pd.DataFrame:
+        """Every row at once (small files: a processes CSV, or tests)."""
+        parts = list(self.chunks(columns))
+        if not parts:
+            return self._clean(pd.DataFrame(columns=_COLUMNS[self.kind]), 0)
+        return pd.concat(parts, ignore_index=True)
+
+    def _clean(self, df: pd.DataFrame, first_row: int) -> pd.DataFrame:
+        if "schema_version" in df.columns and len(df):
+            v = pd.to_numeric(df["schema_version"], errors="coerce")
+            if v.isna().any():
+                bad = int(v.isna().to_numpy().nonzero()[0][0]) + first_row + 2
+                raise CsvError(f"{self.path}, line {bad}: schema_version is not a number: the file is "
+                               "damaged or not a heaptrace CSV")
+            newest = int(v.max())
+            if newest > _VERSION[self.kind]:
+                raise CsvError(f"{self.path} has schema version {newest}; this heaptrace reads up to "
+                               f"{_VERSION[self.kind]}: upgrade heaptrace to read it")
+        for c in _TEXT[self.kind]:
+            if c in df.columns:
+                df[c] = df[c].astype(str).map(unprotect)
+        for c in _INTS[self.kind]:
+            if c in df.columns:
+                df[c] = pd.to_numeric(df[c], errors="coerce").fillna(0).astype("int64")
+        for c in _OPTIONAL.get(self.kind, ()):
+            if c in df.columns:  # an empty cell: unknown (NaN)
+                df[c] = pd.to_numeric(df[c], errors="coerce")
+        if "findings" in df.columns:
+            df["findings"] = df["findings"].astype(str)
+        df["ts"] = pd.to_datetime(df["timestamp"], utc=True, errors="coerce", format="ISO8601")
+        bad = df["ts"].isna()
+        if bad.any():
+            self.notes.append(f"{int(bad.sum())} rows with an unreadable timestamp left out")
+            df = df[~bad]
+        return df
+
+
+class _Limited(io.RawIOBase):
+    """The first ``limit`` bytes of a file: what precedes a cut-off last line."""
+
+    def __init__(self, raw, limit: int):
+        self.raw, self.left = raw, limit
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        if self.left <= 0:
+            return 0
+        n = self.raw.readinto(memoryview(b)[: min(len(b), self.left)])
+        self.left -= n or 0
+        return n or 0
+
+
+def _short(e: Exception) -> str:
+    text = str(e).strip().splitlines()
+    return text[0][:200] if text else e.__class__.__name__
+
+
+def _complete_length(path: str, size: int) -> int:
+    """Bytes up to and including the last newline (the rest is a cut-off row)."""
+    with open(path, "rb") as f:
+        pos = size
+        while pos > 0:
+            step = min(65536, pos)
+            f.seek(pos - step)
+            block = f.read(step)
+            i = block.rfind(b"\n")
+            if i >= 0:
+                return pos - step + i + 1
+            pos -= step
+    return 0
+
+
+def open_csv(path: str, kind: str | None = None) -> CsvFile:
+    """Open a heaptrace CSV, checking its header; ``kind`` is ``"sites"``,
+    ``"processes"``, or None to accept either."""
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as f:
+            head = f.readline(65536)
+    except FileNotFoundError:
+        raise CsvError(f"{path}: no such file: give the CSV a heaptrace session wrote with --csv") from None
+    except IsADirectoryError:
+        raise CsvError(f"{path} is a directory: give a CSV file heaptrace wrote with --csv") from None
+    except OSError as e:
+        raise CsvError(f"cannot read {path}: {e.strerror}") from None
+    header = head.decode("utf-8", "replace").strip().split(",")
+    if not header or header[0] != "schema_version" or "timestamp" not in header:
+        raise CsvError(f"{path} is not a heaptrace CSV (its first line should start with "
+                       "'schema_version,timestamp'): give a file written by heaptrace --csv")
+    found = [k for k in (kind,) if k] or [SITES, PROCESSES]
+    for k in found:
+        missing = [c for c in _COLUMNS[k] if c not in header]
+        if not missing:
+            out = CsvFile(path, k)
+            break
+    else:
+        k = found[0] if kind else (SITES if "stack" in header else PROCESSES)
+        missing = [c for c in _COLUMNS[k] if c not in header]
+        hint = (" (this looks like a processes CSV: give the sites CSV, the one without "
+                "'.processes')" if kind == SITES and "rss_anon_bytes" in header else "")
+        raise CsvError(f"{path}: columns missing for a heaptrace {k} CSV: {', '.join(missing)}{hint}")
+    end = _complete_length(path, size)
+    if end < size:
+        out.notes.append(f"{path}: the last line is cut short (a session ended mid-write?): left out")
+    out._limit = end
+    return out
+
+
+def processes_path(sites_path: str) -> str:
+    return processes_csv.path_for(sites_path)
