@@ -67,3 +67,29 @@ def test_newer_schema_and_bad_at(tmp_path):
             review.pick(times, at)
     with pytest.raises(CsvError, match="no such file"):
         open_csv(str(tmp_path / "none.csv"))
+
+
+from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
+
+_text = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00\r"), max_size=40)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(comm=_text, frames=st.lists(_text.filter(lambda s: ";" not in s and s), min_size=1, max_size=4))
+def test_any_names_round_trip_through_the_writer_and_the_reader(tmp_path_factory, comm, frames):
+    """Whatever a user names a process or a function (formula prefixes,
+    quotes, commas, newlines, escapes), the reader gets it back exactly."""
+    from datetime import datetime, timezone
+    from tracer.exporters.sites_csv import SitesCsv
+    from tracer.layout import SiteCounts
+    from tracer.model import Process, Site, Snapshot
+    d = tmp_path_factory.mktemp("rt")
+    p = Process(7, comm)
+    p.sites.append(Site(7, comm, "malloc", frames[0], tuple(frames), SiteCounts(10, 1, 10, 1, 0)))
+    w = SitesCsv(str(d / "s.csv"), host="h")
+    w.write(Snapshot(datetime(2026, 11, 22, tzinfo=timezone.utc), {7: p}))
+    w.close()
+    df = open_csv(str(d / "s.csv"), "sites").read()
+    assert df["comm"].tolist() == [comm]
+    assert df["callsite"].tolist() == [frames[0]]
+    assert df["stack"].tolist() == [";".join(reversed(frames))]
