@@ -1,12 +1,20 @@
-"""Trace the malloc family of running processes (-p) or of a program started
-under tracing (-c); print live bytes per process and call site every
-interval, and a summary at the end.
+"""Trace the malloc family and the VM syscalls of running processes (-p) or of
+a program started under tracing (-c); print live bytes per process and call
+site, each process's memory breakdown and findings every interval, and a
+summary at the end.
 
 examples:
   sudo heaptrace -p 1234                 # one service, 1 s intervals until Ctrl-C
   sudo heaptrace -p 1234,5678 5 12       # two processes, every 5 s, 12 times
   sudo heaptrace -c './server --port 8080' --csv run.csv
   sudo heaptrace -p 1234 --min-age 30    # only blocks older than 30 s
+
+other commands (each with --help):
+  heaptrace demo      bundled workloads traced, each diagnosis shown
+  heaptrace report    a CSV session: breakdown, findings, top call sites
+  heaptrace diff      call sites that changed between two sessions or times
+  heaptrace export    folded stacks, pprof or speedscope from a CSV session
+  heaptrace plot      live bytes and breakdown over time (PNG or SVG)
 """
 from __future__ import annotations
 
