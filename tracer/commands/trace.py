@@ -4,7 +4,7 @@ site, each process's memory breakdown and findings every interval, and a
 summary at the end.
 
 examples:
-  sudo heaptrace -p 1234                 # one service, 1 s intervals until Ctrl-C
+  sudo heaptrace -p 1234                 # one service, every 1 s, to Ctrl-C
   sudo heaptrace -p 1234,5678 5 12       # two processes, every 5 s, 12 times
   sudo heaptrace -c './server --port 8080' --csv run.csv
   sudo heaptrace -p 1234 --min-age 30    # only blocks older than 30 s
