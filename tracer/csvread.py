@@ -22,6 +22,7 @@ from .exporters import processes_csv, sites_csv
 from .exporters.sites_csv import unprotect
 
 CHUNK_ROWS = 200_000
+_I64 = 2 ** 63 - 1
 
 SITES = "sites"
 PROCESSES = "processes"
@@ -48,6 +49,7 @@ class CsvFile:
     kind: str
     notes: list[str] = field(default_factory=list)
     _limit: int = 0
+    _drop_ts: str | None = None   # an interval cut short: its rows are left out
 
     def chunks(self, columns: list[str] | None = None, chunk_rows: int = CHUNK_ROWS) -> Iterator[pd.DataFrame]:
         """The rows, ``chunk_rows`` at a time (every column, or ``columns``
@@ -61,7 +63,7 @@ class CsvFile:
                                      chunksize=chunk_rows)
                 for n, chunk in enumerate(reader):
                     yield self._clean(chunk, n * chunk_rows)
-            except (pd.errors.ParserError, ValueError, UnicodeError) as e:
+            except (pd.errors.ParserError, ValueError, OverflowError, UnicodeError) as e:
                 raise CsvError(f"{self.path}: not a well-formed heaptrace {self.kind} CSV ({_short(e)}); "
                                "was it edited, or is it another file?") from None
 
@@ -73,6 +75,8 @@ class CsvFile:
         return pd.concat(parts, ignore_index=True)
 
     def _clean(self, df: pd.DataFrame, first_row: int) -> pd.DataFrame:
+        if self._drop_ts is not None and "timestamp" in df.columns:
+            df = df[df["timestamp"] != self._drop_ts]
         if "schema_version" in df.columns and len(df):
             v = pd.to_numeric(df["schema_version"], errors="coerce")
             if v.isna().any():
@@ -88,7 +92,10 @@ class CsvFile:
                 df[c] = df[c].astype(str).map(unprotect)
         for c in _INTS[self.kind]:
             if c in df.columns:
-                df[c] = pd.to_numeric(df[c], errors="coerce").fillna(0).astype("int64")
+                v = pd.to_numeric(df[c], errors="coerce").fillna(0)
+                if len(v) and (v.max() > _I64 or v.min() < -_I64):
+                    raise CsvError(f"{self.path}: a value of {c} is out of range: the file is damaged")
+                df[c] = v.astype("int64")
         for c in _OPTIONAL.get(self.kind, ()):
             if c in df.columns:  # an empty cell: unknown (NaN)
                 df[c] = pd.to_numeric(df[c], errors="coerce")
@@ -125,18 +132,35 @@ def _short(e: Exception) -> str:
 
 
 def _complete_length(path: str, size: int) -> int:
-    """Bytes up to and including the last newline (the rest is a cut-off row)."""
+    """Bytes up to and including the last newline that ends a row: outside
+    quotes (a name may hold a newline inside its quoted cell). The rest is
+    a row cut short. One pass over the file, 8 MiB at a time."""
+    last, inside, done = 0, False, 0
     with open(path, "rb") as f:
-        pos = size
-        while pos > 0:
-            step = min(65536, pos)
-            f.seek(pos - step)
-            block = f.read(step)
-            i = block.rfind(b"\n")
-            if i >= 0:
-                return pos - step + i + 1
-            pos -= step
-    return 0
+        while block := f.read(8 << 20):
+            pieces = block.split(b'"')
+            pos = done
+            for i, piece in enumerate(pieces):
+                if not inside:
+                    j = piece.rfind(b"\n")
+                    if j >= 0:
+                        last = pos + j + 1
+                pos += len(piece) + 1          # the piece and the quote after it
+                if i < len(pieces) - 1:
+                    inside = not inside
+            done += len(block)
+    return last
+
+
+def _cut_timestamp(path: str, start: int) -> str | None:
+    """The timestamp of the row cut short at ``start``, if it got that far."""
+    with open(path, "rb") as f:
+        f.seek(start)
+        tail = f.read(256).decode("utf-8", "replace")
+    fields = tail.split(",")
+    if len(fields) > 2 and fields[1].endswith("Z"):
+        return fields[1]
+    return None
 
 
 def open_csv(path: str, kind: str | None = None) -> CsvFile:
@@ -170,7 +194,10 @@ def open_csv(path: str, kind: str | None = None) -> CsvFile:
         raise CsvError(f"{path}: columns missing for a heaptrace {k} CSV: {', '.join(missing)}{hint}")
     end = _complete_length(path, size)
     if end < size:
-        out.notes.append(f"{path}: the last line is cut short (a session ended mid-write?): left out")
+        out._drop_ts = _cut_timestamp(path, end)
+        what = "with the rest of its interval" if out._drop_ts else ""
+        out.notes.append(f"{path}: the last line is cut short (a session ended mid-write?): "
+                         f"left out{' ' + what if what else ''}")
     out._limit = end
     return out
 

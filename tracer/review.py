@@ -100,5 +100,9 @@ def series(f: CsvFile, keys: Iterable[tuple], times: list[pd.Timestamp] | None =
         if not len(c):
             continue
         wide = c.reset_index().pivot_table(index="ts", columns=KEY, values="live_bytes", aggfunc="last")
-        out.loc[wide.index, wide.columns] = wide.fillna(0).astype("int64").to_numpy()
+        # An interval's rows may be split between two chunks: a key missing
+        # from this chunk leaves its cell alone (it is not a 0).
+        for col in wide.columns:
+            v = wide[col].dropna()
+            out.loc[v.index, col] = v.astype("int64").to_numpy()
     return out

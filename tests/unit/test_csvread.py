@@ -93,3 +93,19 @@ def test_any_names_round_trip_through_the_writer_and_the_reader(tmp_path_factory
     assert df["comm"].tolist() == [comm]
     assert df["callsite"].tolist() == [frames[0]]
     assert df["stack"].tolist() == [";".join(reversed(frames))]
+
+
+def test_a_cut_interval_is_left_out_whole_and_quoted_newlines_are_not_row_ends(tmp_path):
+    text = HEADER + row(T[0], live=1, nlive=1) + row(T[1], comm='"a\nb"', live=2, nlive=1)
+    text += row(T[2], stack="main;g", live=3, nlive=1) + row(T[2], comm='"x\ny')  # cut inside a quoted name
+    f = open_csv(write(tmp_path, text), "sites")
+    df = f.read()
+    assert df["live_bytes"].tolist() == [1, 2], df  # interval 2 was cut: all of it left out
+    assert df["comm"].tolist() == ["svc", "a\nb"]
+    assert any("with the rest of its interval" in n for n in f.notes)
+
+
+def test_numbers_beyond_64_bits_are_a_clear_error(tmp_path):
+    f = open_csv(write(tmp_path, HEADER + row(T[0], live=10 ** 30)), "sites")
+    with pytest.raises(CsvError):
+        f.read()
