@@ -91,9 +91,6 @@ def write_output(path: str, data: bytes, input_path: str | None = None) -> None:
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
         return
-    if os.path.islink(path):
-        raise HeaptraceError(f"refusing to write {path}: it is a symbolic link (heaptrace never "
-                             "writes through links); give another path")
     if input_path is not None:
         try:
             same = os.path.samefile(path, input_path)
@@ -101,22 +98,8 @@ def write_output(path: str, data: bytes, input_path: str | None = None) -> None:
             same = False
         if same:
             raise UsageError(f"-o {path} is the CSV being read: give another output file")
-    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
-    try:
-        fd = os.open(path, flags, 0o600)
-    except OSError as e:
-        if os.path.islink(path):
-            raise HeaptraceError(f"refusing to write {path}: it is a symbolic link (heaptrace never "
-                                 "writes through links); give another path") from None
-        if os.path.isdir(path):
-            raise HeaptraceError(f"cannot write {path}: it is a directory; give a file name") from None
-        raise HeaptraceError(f"cannot write {path}: {e.strerror}; check the directory exists "
-                             "and is writable") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-    except OSError as e:
-        raise HeaptraceError(f"writing {path} failed: {e.strerror}") from None
+    from ..outfile import write_whole
+    write_whole(path, data)
 
 
 def run(args: argparse.Namespace) -> int:

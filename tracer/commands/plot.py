@@ -20,10 +20,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import stat
 import sys
 
-from ..errors import HeaptraceError, UsageError
+from ..errors import UsageError
 from ..views.fmt import safe
 
 FORMATS = {".png": "png", ".svg": "svg"}
@@ -75,45 +74,10 @@ def output_format(path: str) -> str:
 
 
 def write_file(path: str, data: bytes) -> None:
-    """Write ``data`` to ``path`` as root on a shared host: never through a
-    symbolic link, only to a regular file, created with mode 0600."""
-    shown = safe(path)
-    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
-    try:
-        fd = os.open(path, flags, 0o600)
-    except OSError as e:
-        try:
-            mode = os.lstat(path).st_mode
-        except OSError:
-            mode = None
-        if mode is not None and stat.S_ISLNK(mode):
-            raise HeaptraceError(f"refusing to write {shown}: it is a symbolic link (heaptrace "
-                                 "runs as root and never writes through links); give another path") from None
-        if mode is not None and stat.S_ISDIR(mode):
-            raise HeaptraceError(f"cannot write {shown}: it is a directory; give a file name ending "
-                                 "in .png or .svg") from None
-        if mode is not None and not stat.S_ISREG(mode):
-            raise HeaptraceError(f"refusing to write {shown}: it is not a regular file (a device or a "
-                                 "pipe); give another path") from None
-        raise HeaptraceError(f"cannot write {shown}: {e.strerror}; check the directory exists "
-                             "and is writable") from None
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise HeaptraceError(f"refusing to write {shown}: it is not a regular file (a device or a "
-                                 "pipe); give another path")
-        os.set_blocking(fd, True)
-        os.ftruncate(fd, 0)
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        try:
-            os.fsync(fd)
-        except OSError:
-            pass
-    except OSError as e:
-        raise HeaptraceError(f"cannot write {shown}: {e.strerror}") from None
-    finally:
-        os.close(fd)
+    """Write ``data`` to ``path`` under heaptrace's output file policy
+    (:mod:`tracer.outfile`: no links, regular files of ours, mode 0600)."""
+    from ..outfile import write_whole
+    write_whole(path, data)
 
 
 def _note(msg: str) -> None:

@@ -11,7 +11,6 @@ import os
 import socket
 from typing import IO
 
-from ..errors import HeaptraceError
 from ..model import Snapshot
 
 SCHEMA_VERSION = 1
@@ -31,18 +30,10 @@ def unprotect(s: str) -> str:
 
 
 def open_for_append(path: str) -> IO[str]:
-    """Open ``path`` to append, as root on a shared host: never through a
-    symbolic link, created with mode 0600."""
-    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
-    try:
-        fd = os.open(path, flags, 0o600)
-    except OSError as e:
-        if os.path.islink(path):
-            raise HeaptraceError(f"refusing to write {path}: it is a symbolic link (heaptrace "
-                                 "runs as root and never writes through links); give another path")
-        raise HeaptraceError(f"cannot write {path}: {e.strerror}; check the directory exists "
-                             "and is writable") from e
-    return os.fdopen(fd, "a", newline="", encoding="utf-8", errors="backslashreplace")
+    """Open ``path`` to append, under heaptrace's output file policy
+    (:mod:`tracer.outfile`: no links, regular files of ours, mode 0600)."""
+    from ..outfile import open_append
+    return open_append(path)
 
 
 class SitesCsv:
