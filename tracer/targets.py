@@ -196,13 +196,30 @@ def plan_library(lib: Library, pid: int) -> list[PlannedProbe]:
     return out
 
 
+def _is_go(pid: int) -> bool:
+    """Does the process run a Go binary (a .go.buildinfo section or a Go build note)?"""
+    try:
+        with open(f"/proc/{pid}/exe", "rb") as f:
+            from elftools.elf.elffile import ELFFile
+            elf = ELFFile(f)
+            return any(elf.get_section_by_name(n) is not None
+                       for n in (".go.buildinfo", ".note.go.buildid", ".gopclntab"))
+    except Exception:  # unreadable, not ELF, gone: not known to be Go
+        return False
+
+
 def plan(pid: int, libraries: list[Library]) -> Plan:
     p = Plan(pid, libraries)
     if not any(lib.allocator for lib in libraries):
+        if _is_go(pid):
+            raise TargetError(
+                f"process {pid} is a Go program: Go allocates through its own runtime, not malloc, "
+                "so heaptrace's uprobes see nothing there; use Go's heap profile "
+                "(net/http/pprof /debug/pprof/heap, or runtime/pprof) instead")
         raise TargetError(
             f"process {pid}: no allocator found (no mapped file defines malloc and free). "
-            "Statically linked and Go programs cannot be traced with uprobes on a shared "
-            "allocator; a static binary keeps its malloc only if it is not stripped")
+            "A statically linked program can be traced only if it is not stripped (its malloc "
+            "and free are then in the executable); a program with its own allocator cannot")
     for lib in libraries:
         p.probes.extend(plan_library(lib, pid))
     return p

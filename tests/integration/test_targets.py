@@ -107,3 +107,45 @@ def test_full_allocation_map_is_counted_as_lost(ht):
     assert lost, h.stdout
     assert int(re.search(r"LOST: ([\d,]+)", lost[-1]).group(1).replace(",", "")) == 5003 - 1009, lost[-1]
     assert "nothing lost" not in h.stdout
+
+
+def _start(argv):
+    import subprocess
+    return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _heaptrace_p(pid):
+    import subprocess
+    from pathlib import Path
+    exe = Path(__file__).resolve().parents[2] / ".venv" / "bin" / "heaptrace"
+    return subprocess.run([str(exe), "-p", str(pid), "--plain", "1", "1"], capture_output=True, text=True,
+                          timeout=60)
+
+
+def test_go_and_stripped_static_programs_are_explained(tmp_path):
+    """What cannot be traced is said, with why and what to use instead."""
+    import shutil
+    import subprocess
+    if shutil.which("go") is None:
+        pytest.fail("go is missing: scripts/bootstrap installs golang-go")
+    (tmp_path / "main.go").write_text('package main\nimport "time"\nfunc main() { time.Sleep(time.Hour) }\n')
+    env = {"HOME": str(tmp_path), "GOCACHE": str(tmp_path / "cache"), "PATH": "/usr/bin:/bin",
+           "GO111MODULE": "off"}
+    r = subprocess.run(["go", "build", "-o", str(tmp_path / "gosleep"), str(tmp_path / "main.go")],
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr
+    (tmp_path / "st.c").write_text("#include <unistd.h>\nint main(){sleep(3600);}\n")
+    r = subprocess.run(["gcc", "-static", "-s", "-o", str(tmp_path / "st"), str(tmp_path / "st.c")],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    for exe, needle in (("gosleep", "is a Go program"), ("st", "statically linked")):
+        p = _start([str(tmp_path / exe)])
+        try:
+            import time
+            time.sleep(0.3)
+            out = _heaptrace_p(p.pid)
+            assert out.returncode == 3, out
+            assert needle in out.stderr and "Traceback" not in out.stderr, out.stderr
+        finally:
+            p.kill()
+            p.wait()
