@@ -53,3 +53,23 @@ def test_sizes_accept_units():
     from tracer.commands.trace import _size
     assert _size("64") == 64 and _size("4k") == 4096 and _size("1M") == 1 << 20
     assert _size("2KiB") == 2048 and _size("1.5k") == 1536
+
+
+@pytest.mark.parametrize("argv, code, needle", [
+    (["demo", "--only", "nope"], 2, "unknown workload"),
+    (["demo", "--duration", "1"], 2, "too short"),
+    (["demo", "--duration", "x"], 2, "invalid float"),
+    (["report"], 2, "required"),
+    (["report", "/nonexistent.csv"], 65, "no such file"),
+    (["report", "/etc/passwd"], 65, "not a heaptrace CSV"),
+    (["report", "/"], 65, "directory"),
+    (["diff", "/nonexistent.csv"], 65, "no such file"),
+    (["export", "/nonexistent.csv", "--format", "folded", "-o", "/tmp/x"], 65, "no such file"),
+    (["export", "/nonexistent.csv", "--format", "nope", "-o", "/tmp/x"], 2, "invalid choice"),
+    (["plot", "/nonexistent.csv", "-o", "/tmp/x.jpg"], 2, ".png or .svg"),
+    (["plot", "/nonexistent.csv", "-o", "/tmp/x.png"], 65, "no such file"),
+])
+def test_every_subcommand_rejects_bad_input_cleanly(capsys, argv, code, needle):
+    got, _, err = run(capsys, *argv)
+    assert got == code, err
+    assert err.startswith("heaptrace: error:") and needle in err, err
