@@ -8,6 +8,7 @@ Create one ``ElfFile`` per file identity and cache it (see ``symbolize``).
 from __future__ import annotations
 
 import os
+import stat
 from array import array
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
@@ -24,6 +25,10 @@ __all__ = ["ElfError", "ElfFile", "Symbol"]
 SLACK = 4096
 #: Upper bound on :meth:`ElfFile.read_code`.
 MAX_CODE = 256
+#: A symbol table (or version table) with more entries is not read (the
+#: others still are): pyelftools reads ~20,000 a second, and a hostile file
+#: can declare billions in a sparse region of zeros.
+MAX_SYMBOLS = 1 << 21
 
 # pyelftools names STT_GNU_IFUNC (10) 'STT_LOOS' and STB_GNU_UNIQUE 'STB_LOOS'.
 _FUNC_TYPES = frozenset({"STT_FUNC", "STT_GNU_IFUNC", "STT_LOOS", 2, 10})
@@ -64,6 +69,21 @@ def _identity(st: os.stat_result) -> tuple[int, int, int, int]:
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
+def _open(path: str) -> BinaryIO:
+    """``path`` opened for reading if it is a regular file. Non-blocking, so
+    that a FIFO put in place of a mapped library never hangs heaptrace;
+    anything but a regular file (FIFO, device, directory) is an ElfError."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ElfError(f"{path}: not a regular file")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 class ElfFile:
     """Loaded once per file identity, cached by the caller."""
 
@@ -88,7 +108,7 @@ class ElfFile:
     def open(cls, path: str) -> "ElfFile":
         """Read the headers of ``path``; raise :class:`ElfError` if unusable."""
         try:
-            with open(path, "rb") as f:
+            with _open(path) as f:
                 identity = _identity(os.fstat(f.fileno()))
                 if f.read(4) != b"\x7fELF":
                     raise ElfError(f"{path}: not an ELF file")
@@ -121,7 +141,7 @@ class ElfFile:
     def _load(self) -> _Tables:
         if self._tables is None:
             try:
-                with open(self.path, "rb") as f:
+                with _open(self.path) as f:
                     if _identity(os.fstat(f.fileno())) != self._identity:
                         raise ElfError(f"{self.path}: file changed since it was opened")
                     self._tables = _read_tables(_parse(f, self.path), self.path)
@@ -179,7 +199,7 @@ class ElfFile:
         off = sym.value - seg.vaddr
         n = max(0, min(sym.size, MAX_CODE, seg.filesz - off))
         try:
-            with open(self.path, "rb") as f:
+            with _open(self.path) as f:
                 if _identity(os.fstat(f.fileno())) != self._identity:
                     raise ElfError(f"{self.path}: file changed since it was opened")
                 f.seek(seg.offset + off)
@@ -233,7 +253,7 @@ def _rank(from_symtab: bool, default_version: bool, bind: Any) -> int:
 def _hidden_versions(elf: ELFFile) -> list[bool]:
     """Per .dynsym index: True for a non-default version (``name@VER``, not ``@@``)."""
     for section in elf.iter_sections():
-        if isinstance(section, GNUVerSymSection):
+        if isinstance(section, GNUVerSymSection) and section.num_symbols() <= MAX_SYMBOLS:
             return [isinstance(v["ndx"], int) and bool(v["ndx"] & 0x8000) for v in section.iter_symbols()]
     return []
 
@@ -244,7 +264,7 @@ def _read_tables(elf: ELFFile, path: str) -> _Tables:
     try:
         hidden = _hidden_versions(elf)
         for section in elf.iter_sections():
-            if not isinstance(section, SymbolTableSection):
+            if not isinstance(section, SymbolTableSection) or section.num_symbols() > MAX_SYMBOLS:
                 continue
             from_symtab = section["sh_type"] == "SHT_SYMTAB"
             for i, sym in enumerate(section.iter_symbols()):

@@ -26,3 +26,13 @@ class TargetError(HeaptraceError):
     """A target process cannot be traced (gone, static, no allocator)."""
 
     exit_code = 3
+
+
+class OutputError(HeaptraceError):
+    """A file heaptrace writes could not be written (a full disk, an I/O error)."""
+
+    exit_code = 74  # EX_IOERR
+
+
+# An exception heaptrace did not expect: a bug (tracer.cli.main reports it).
+EX_SOFTWARE = 70

@@ -8,6 +8,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Iterator
@@ -68,6 +69,58 @@ def _possible_cpus() -> list[int]:
         lo, _, hi = part.partition("-")
         cpus.extend(range(int(lo), int(hi or lo) + 1))
     return cpus
+
+
+UPROBE_EVENTS = ("/sys/kernel/tracing/uprobe_events", "/sys/kernel/debug/tracing/uprobe_events")
+# A uprobe event bcc made in tracefs: "p:uprobes/p__lib_libc.so.6_0x9a0f0_1234_bcc_5678 /lib/libc.so.6:0x..."
+# (bcc's event name, then "_bcc_" and the PID of the process that made it).
+_BCC_UPROBE = re.compile(r"^[pr]:(?P<event>[^/\s]+/[pr]_\S*_bcc_(?P<pid>\d+))\s")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
+
+
+def remove_stale_uprobe_events(files: tuple[str, ...] = UPROBE_EVENTS) -> list[str]:
+    """Remove the uprobe events a bcc process left in tracefs when it died
+    without detaching (SIGKILL); return their names.
+
+    bcc attaches uprobes with perf_event_open (the kernel's uprobe PMU):
+    those die with the process and never show here. Only on a kernel
+    without the PMU (before 4.17) does bcc fall back to creating named
+    events in uprobe_events, and those outlive a process killed with
+    SIGKILL. An event named by bcc whose creator PID no longer runs is left
+    over; the kernel refuses (EBUSY) to remove one that is in use."""
+    for path in files:
+        try:
+            with open(path) as f:
+                lines = f.read().splitlines()
+        except OSError:
+            continue
+        stale = [m.group("event") for m in map(_BCC_UPROBE.match, lines)
+                 if m and not _alive(int(m.group("pid")))]
+        removed = []
+        for event in stale:
+            try:
+                # Never O_TRUNC: opening uprobe_events with it removes every
+                # uprobe event on the host. (Python's "a" seeks, which tracefs
+                # refuses: os.open.)
+                fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+                try:
+                    os.write(fd, f"-:{event}\n".encode())
+                finally:
+                    os.close(fd)
+                removed.append(event)
+            except OSError:
+                pass  # in use, or already gone
+        return removed
+    return []
 
 
 def _quietly(fn, *args) -> None:

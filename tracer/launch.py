@@ -5,6 +5,10 @@ The child asks to be traced (PTRACE_TRACEME) and execs; the kernel stops it
 with SIGTRAP once the new image is in place. heaptrace attaches, then
 detaches from ptrace and the program starts. Nothing before exec is traced,
 nothing after it is missed.
+
+If heaptrace dies before it could end the program (SIGKILL, the OOM
+killer), the kernel sends the program SIGTERM (PR_SET_PDEATHSIG), as
+heaptrace itself does when a session ends first.
 """
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ import signal
 from .errors import TargetError
 
 PTRACE_TRACEME, PTRACE_DETACH = 0, 17
+PR_SET_PDEATHSIG = 1
 
 
 def _libc():
@@ -25,13 +30,19 @@ def _libc():
 def spawn_stopped(argv: list[str]) -> int:
     libc = _libc()
     libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
+    libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+    parent = os.getpid()
     r, w = os.pipe()  # close-on-exec: EOF means exec succeeded
-    pid = os.fork()
+    pid = os.fork()  # from the main thread: the death signal follows the thread that forked
     if pid == 0:  # child
         try:
             os.close(r)
             signal.signal(signal.SIGINT, signal.SIG_DFL)
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+                raise OSError(ctypes.get_errno(), "prctl")
+            if os.getppid() != parent:  # heaptrace died before the prctl
+                os._exit(128 + signal.SIGTERM)
             if libc.ptrace(PTRACE_TRACEME, 0, None, None) != 0:
                 raise OSError(ctypes.get_errno(), "ptrace")
             os.execvp(argv[0], argv)

@@ -132,13 +132,23 @@ def parse_smaps_rss(text: str) -> list[tuple[Mapping, int]]:
     for line in text.splitlines():
         if line.startswith("Rss:"):
             parts = line.split()
-            if cur is not None and len(parts) >= 2 and parts[1].isdigit():
-                out.append((cur, int(parts[1]) * 1024))
+            kb = _kb(parts[1]) if len(parts) >= 2 else None
+            if cur is not None and kb is not None:
+                out.append((cur, kb * 1024))
                 cur = None
             continue
-        if line[:1] in "0123456789abcdef" and "-" in line.split(None, 1)[0]:
+        if line and line[0] in "0123456789abcdef" and "-" in line.split(None, 1)[0]:
             cur = _parse_line(line)
     return out
+
+
+def _kb(text: str) -> int | None:
+    """A count of kB: ASCII digits only (``str.isdigit`` also takes ``'²'``,
+    which ``int`` refuses), and not absurdly long (``int`` refuses more than
+    4300 digits)."""
+    if not (text.isascii() and text.isdigit()) or len(text) > 20:
+        return None
+    return int(text)
 
 
 def read_smaps_rss(pid: int, proc: str = "/proc") -> list[tuple[Mapping, int]]:
@@ -158,9 +168,8 @@ def parse_status_kb(text: str, field: str) -> int | None:
         name, _, rest = line.partition(":")
         if name == field:
             parts = rest.split()
-            if parts and parts[0].isdigit():
-                return int(parts[0]) * 1024
-            return None
+            kb = _kb(parts[0]) if parts else None
+            return None if kb is None else kb * 1024
     return None
 
 

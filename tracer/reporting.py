@@ -29,6 +29,7 @@ import pandas as pd
 from . import review
 from .csvread import CsvError, CsvFile
 from .errors import UsageError
+from .exporters.folded import split_stack
 
 KEY = review.KEY
 TREND_WIDTH = 10
@@ -120,8 +121,10 @@ def site_label(callsite: str, source: str) -> str:
 
 
 def caller(stack: str, callsite: str) -> str:
-    """The frame that called ``callsite`` in a folded stack ('' if none)."""
-    frames = stack.split(";")
+    """The frame that called ``callsite`` in a folded stack ('' if none).
+    A call site holding a ``;`` (a symbol name) is one frame: the stack is
+    then split as the exporters split it."""
+    frames = split_stack(stack) if ";" in callsite and stack else stack.split(";")
     for i in range(len(frames) - 1, 0, -1):
         if frames[i] == callsite:
             return frames[i - 1]

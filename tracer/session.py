@@ -2,12 +2,17 @@
 
 The session owns the side effects (kernel, /proc, clock, signals, files);
 everything between the drain and the output is the pure pipeline of
-``tracer.model``. Detaching is unconditional: the kernel object is closed in
-a ``finally`` whatever ends the session.
+``tracer.model``. Detaching is unconditional: whatever ends the session (the
+count, a signal, the targets' exit, a full disk, a bug), the CSVs are closed,
+every probe is detached and a program started with -c is ended, each step
+even when an earlier one failed, before heaptrace says why it stopped.
 """
 from __future__ import annotations
 
+import errno
+import gc
 import os
+import re
 import signal
 import sys
 import threading
@@ -21,17 +26,18 @@ from typing import Callable
 from . import diagnose, launch, layout, targets
 from .breakdown import HeapReport, Memory, breakdown, heap_rss, summarize
 from .census import HEAP_MAX_SIZE, census_process, mmapped_chunks
-from .errors import TargetError
+from .errors import OutputError, TargetError
 from .exporters import processes_csv
 from .exporters.processes_csv import ProcessesCsv
 from .exporters.sites_csv import SitesCsv
-from .kernel import Kernel, Limits
+from .kernel import Kernel, Limits, remove_stale_uprobe_events
 from .model import ResolvedStack, Snapshot, apply_min_age, build_snapshot, resolve_stack
 from .procmaps import ProcessGone, read_comm, read_maps, read_rss_anon, read_smaps_rss, real_host_path
 from .symbolize import Symbolizer
 from .vmmap import Region
 from .vmtrack import MappingTracker
 from .views import plain
+from .views.fmt import safe
 
 _MIN_STEP = timedelta(milliseconds=2)
 STAT_NAMES = {layout.C["STAT_UNKNOWN_FREE"]: "unknown_frees", layout.C["STAT_FAILED_ALLOC"]: "failed_allocs"}
@@ -92,6 +98,143 @@ def _log(msg: str) -> None:
     sys.stderr.flush()
 
 
+# -- TEST-ONLY fault injection ------------------------------------------------
+# Inert unless the environment sets HEAPTRACE_FAULT=POINT:N; then the Nth call
+# of _fault(POINT) raises, as a bug at that point would (tests/integration/
+# test_faults.py). Points: "drain" (the start of each interval's drain).
+_FAULT_CALLS: dict[str, int] = {}
+
+
+def _fault(point: str) -> None:
+    spec = os.environ.get("HEAPTRACE_FAULT")
+    if not spec or spec.partition(":")[0] != point:
+        return
+    _FAULT_CALLS[point] = _FAULT_CALLS.get(point, 0) + 1
+    if str(_FAULT_CALLS[point]) == spec.partition(":")[2]:
+        raise RuntimeError(f"fault injected by HEAPTRACE_FAULT={spec}")
+
+
+# -- why a target ended ---------------------------------------------------------
+_OOM_KILL = re.compile(rb"Killed process (\d+) \(")
+
+
+class _KernelLog:
+    """Kernel log records written since the session began (/dev/kmsg): the
+    OOM killer names each process it kills there. Unreadable (no root, a
+    container without it): nothing is known, nothing fails."""
+
+    def __init__(self):
+        self.oom_killed: set[int] = set()
+        try:
+            self.fd: int | None = os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError:
+            self.fd = None
+            return
+        try:
+            os.lseek(self.fd, 0, os.SEEK_END)
+        except OSError:
+            self.close()
+
+    def poll(self) -> None:
+        for _ in range(100_000):  # one record per read
+            if self.fd is None:
+                return
+            try:
+                rec = os.read(self.fd, 8192)
+            except BrokenPipeError:
+                continue  # records overwritten before they were read: go on after them
+            except OSError:
+                return    # EAGAIN: nothing more
+            if not rec:
+                return
+            m = _OOM_KILL.search(rec)
+            if m:
+                self.oom_killed.add(int(m.group(1)))
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+def _how_it_ended(status: int | None, oom: bool) -> str:
+    """'was killed by SIGKILL', 'exited with status 3', ... (a wait status)."""
+    if oom:
+        return "was killed by the kernel's OOM killer (out of memory; dmesg tells more)"
+    if status is None:
+        return "exited"
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        try:
+            name = signal.Signals(sig).name
+        except ValueError:
+            name = f"signal {sig}"
+        return f"was killed by {name}"
+    if os.WIFEXITED(status) and os.WEXITSTATUS(status):
+        return f"exited with status {os.WEXITSTATUS(status)}"
+    return "exited"
+
+
+# -- the CSVs: a failed write keeps every finished interval -----------------------
+def _disk_error(path: str, e: OSError, kept: str) -> OutputError:
+    why = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded",
+           errno.EFBIG: "the file is too large for its file system"}.get(e.errno)
+    cause = f"{why} ({e.strerror})" if why else (e.strerror or str(e))
+    return OutputError(f"writing {safe(path)} failed: {cause}; {kept}")
+
+
+def _cut(path: str, size: int, existed: bool) -> None:
+    """Give a CSV back the size it had (or remove it, if heaptrace made it)."""
+    from .outfile import open_fd
+    try:
+        fd = open_fd(path, append=True)
+    except Exception:
+        return
+    try:
+        if existed:
+            os.ftruncate(fd, size)
+        else:
+            os.unlink(path)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _open_csv(cls, path: str):
+    """A CSV writer; a file that cannot be started (a full disk) is left as it
+    was and the error names it."""
+    try:
+        st = os.stat(path)
+        size, existed = st.st_size, True
+    except OSError:
+        size, existed = 0, False
+    try:
+        return cls(path)
+    except OSError as e:
+        error = _disk_error(path, e, "nothing was traced")  # holds no reference to e
+    # The half-made writer went with the exception (its file closed after one
+    # more flush, which may have written part of the header): cut the file
+    # back to what it was.
+    gc.collect()
+    _cut(path, size, existed)
+    raise error
+
+
+def _discard(w) -> None:
+    """Close a CSV writer without writing what it still buffers: its file
+    descriptor is pointed at /dev/null first."""
+    try:
+        null = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.dup2(null, w.f.fileno())
+        finally:
+            os.close(null)
+        w.close()
+    except (OSError, ValueError):
+        pass
+
+
 class Session:
     def __init__(self, opts: Options, kernel_factory: Callable[[Limits], Kernel] = Kernel):
         self.o = opts
@@ -116,6 +259,10 @@ class Session:
         self.memory: dict[int, Memory] = {}   # last breakdown of each target
         self.exit_seen: set[int] = set()      # targets whose exit the kernel reported
         self.kernel: Kernel | None = None
+        self.csv: list = []                             # the open CSV writers
+        self._released = False                          # the -c program was let run
+        self._exiting: dict[int, float] = {}            # exit seen, not yet a zombie: since when
+        self._klog: _KernelLog | None = None
         self._owners: dict[tuple[int, int], str] = {}   # (pid, caller) -> owner
         self._vm_next = 0.0                             # when to empty the ring buffer next
 
@@ -127,6 +274,8 @@ class Session:
     def _install_signals(self) -> dict:
         old = {}
         for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            if s == signal.SIGHUP and signal.getsignal(s) == signal.SIG_IGN:
+                continue  # started with nohup: keep ignoring hang-ups
             old[s] = signal.signal(s, self._on_signal)
         return old
 
@@ -156,6 +305,8 @@ class Session:
                 kernel.add_target(pl.pid)
                 self._seed_mappings(pl.pid)
             for pp in pl.probes:
+                if self.stop.is_set():
+                    return  # a signal during start-up: attach no more
                 if self.o.verbose and not pp.probe.ret:
                     alias = f" (also {', '.join(pp.aliases)})" if pp.aliases else ""
                     _log(f"heaptrace: pid {pl.pid}: {os.path.basename(pp.probe.path)} {pp.reason}{alias}")
@@ -209,46 +360,94 @@ class Session:
     # -- the loop ------------------------------------------------------------
     def run(self) -> int:
         old = self._install_signals()
-        kernel = None
-        csv: list = []
+        self._klog = _KernelLog()
         try:
-            t0 = time.monotonic()
-            # Compiling the BPF programs takes most of the start-up: do it
-            # in a thread (bcc releases the GIL) while the targets are planned.
-            with ThreadPoolExecutor(1) as pool:
-                compiling = pool.submit(self.kernel_factory, self.o.limits)
-                try:
-                    plans = self._plans()
-                finally:
-                    kernel = compiling.result()
-            self.kernel = kernel
-            if self.o.limits.mappings:
-                kernel.open_vm_events(self._vm_raw.append)
-            self._attach(kernel, plans)
-            if self.child is not None:
-                launch.release(self.child)
-                self._await_libraries(self.child, plans[0])
-            pids = [p.pid for p in plans]
-            what = f"{len(pids)} process{'es' if len(pids) != 1 else ''} ({', '.join(map(str, pids))})"
-            _log(f"Tracing {what}, {len(kernel.attached)} probes, attached in "
-                 f"{time.monotonic() - t0:.2f} s... Ctrl-C to end.")
-            for pid in pids:  # the state from before attach: a first heap census
-                if pid != self.child:
-                    self._memory(pid, 0)
-            if self.o.csv:
-                csv.append(SitesCsv(self.o.csv))
-                csv.append(ProcessesCsv(processes_csv.path_for(self.o.csv)))
-            return self._loop(kernel, csv, pids, time.monotonic())
-        finally:
+            rc = self._run()
+        except BaseException:
+            self._end(old, failing=True)
+            raise
+        self._end(old, failing=False)
+        return rc
+
+    def _run(self) -> int:
+        t0 = time.monotonic()
+        # Compiling the BPF programs takes most of the start-up: do it
+        # in a thread (bcc releases the GIL) while the targets are planned.
+        with ThreadPoolExecutor(1) as pool:
+            compiling = pool.submit(self.kernel_factory, self.o.limits)
             try:
-                for w in csv:
-                    w.close()
+                plans = self._plans()
             finally:
-                if kernel is not None:
-                    kernel.close()
-                self._kill_child()
-                for s, h in old.items():
-                    signal.signal(s, h)
+                self.kernel = kernel = compiling.result()
+        stale = remove_stale_uprobe_events()
+        if stale:
+            _log(f"heaptrace: removed {len(stale)} uprobe event{'s' if len(stale) != 1 else ''} left in "
+                 f"tracefs by bcc processes that no longer run")
+        if self.o.limits.mappings and not self.stop.is_set():
+            kernel.open_vm_events(self._vm_raw.append)
+        if not self.stop.is_set():
+            self._attach(kernel, plans)
+        if self.stop.is_set():  # a signal during start-up: end before tracing
+            _log(f"heaptrace: stopped by {self.stop_reason} during start-up; nothing was traced")
+            return 128 + signal.Signals[self.stop_reason].value
+        if self.child is not None:
+            launch.release(self.child)
+            self._released = True
+            self._await_libraries(self.child, plans[0])
+        pids = [p.pid for p in plans]
+        what = f"{len(pids)} process{'es' if len(pids) != 1 else ''} ({', '.join(map(str, pids))})"
+        _log(f"Tracing {what}, {len(kernel.attached)} probes, attached in "
+             f"{time.monotonic() - t0:.2f} s... Ctrl-C to end.")
+        for pid in pids:  # the state from before attach: a first heap census
+            if pid != self.child:
+                self._memory(pid, 0)
+        if self.o.csv:
+            self.csv.append(_open_csv(SitesCsv, self.o.csv))
+            self.csv.append(_open_csv(ProcessesCsv, processes_csv.path_for(self.o.csv)))
+        return self._loop(kernel, self.csv, pids, time.monotonic())
+
+    def _end(self, old: dict, failing: bool) -> None:
+        """Close the CSVs, detach every probe, end the -c program, restore the
+        signal handlers: each step whatever happened in the one before."""
+        errors = []
+        steps = [w.close for w in self.csv]
+        if self.kernel is not None:
+            steps.append(self.kernel.close)
+        steps.append(self._kill_child)
+        if self._klog is not None:
+            steps.append(self._klog.close)
+        for step in steps:
+            try:
+                step()
+            except Exception as e:
+                errors.append(e)
+        for s, h in old.items():
+            signal.signal(s, h)
+        if errors and failing:  # the error that ended the session is told after these
+            for e in errors:
+                _log(f"heaptrace: while ending the session: {type(e).__name__}: {e}")
+        elif errors:
+            raise errors[0]
+
+    def _write_csv(self, snap: Snapshot, n: int) -> None:
+        """Interval ``n`` to every CSV. If a write fails (a full disk), every
+        file is cut back to where it ended after the last finished interval
+        (a row half written would break the file), and the error names the
+        file and the cause."""
+        sizes = [os.fstat(w.f.fileno()).st_size for w in self.csv]  # each write ends flushed
+        for w in self.csv:
+            try:
+                w.write(snap)
+            except OSError as e:
+                for w2, size in zip(self.csv, sizes):
+                    try:
+                        os.ftruncate(w2.f.fileno(), size)
+                    except (OSError, ValueError):
+                        pass
+                    _discard(w2)
+                done = n - 1
+                raise _disk_error(w.path, e, f"it keeps the {done} interval{'s' if done != 1 else ''} "
+                                             "finished before") from None
 
     def _loop(self, kernel: Kernel, csv: list, pids: list[int], t0: float) -> int:
         """Drain every interval from ``t0`` (when tracing began) to the end."""
@@ -271,13 +470,13 @@ class Session:
                 td = time.monotonic()
                 if ended:
                     self._vm_next = 0.0  # the last drain takes every event left
+                _fault("drain")
                 snap = self.drain(kernel, pids)
                 if self.o.verbose:
                     nsites = sum(len(p.sites) for p in snap.processes.values())
                     _log(f"drain: {nsites} sites in {time.monotonic() - td:.3f} s")
                 n += 1
-                for w in csv:
-                    w.write(snap)
+                self._write_csv(snap, n)
                 if view:
                     view.update(snap, self.prev, status=f"interval {n}  Ctrl-C to end")
                 elif not ended:
@@ -325,15 +524,33 @@ class Session:
                 done, status = os.waitpid(pid, os.WNOHANG)
                 if done:
                     self.child_status = status
-                    self.exited.add(pid)
+                    self._ended(pid, status)
                     continue
             else:
                 f = _stat_fields(pid)
-                if (pid in self.exit_seen or not f or f[0] == b"Z"
-                        or f[19].decode() != self.started.get(pid)):
-                    self.exited.add(pid)  # gone, a zombie, or its PID reused
+                same = bool(f) and len(f) > 19 and f[19].decode() == self.started.get(pid)
+                if same and f[0] == b"Z":  # a zombie: its wait status is still there
+                    self._ended(pid, int(f[49]) if len(f) > 49 else None)
                     continue
+                if not same:              # gone, or its PID reused
+                    self._ended(pid, None)
+                    continue
+                if pid in self.exit_seen:  # its last thread is exiting: a zombie soon
+                    since = self._exiting.setdefault(pid, time.monotonic())
+                    if time.monotonic() - since > 1.0:
+                        self._ended(pid, None)
+                        continue
             self.symbols.refresh(pid)
+
+    def _ended(self, pid: int, status: int | None) -> None:
+        """A target is gone: mark it, and say how it ended (one line)."""
+        self.exited.add(pid)
+        oom = False
+        if self._klog is not None and (status is None or (os.WIFSIGNALED(status)
+                                                          and os.WTERMSIG(status) == signal.SIGKILL)):
+            self._klog.poll()
+            oom = pid in self._klog.oom_killed
+        _log(f"heaptrace: pid {pid} ({safe(self.comms.get(pid, '?'))}) {_how_it_ended(status, oom)}")
 
     # -- drain ---------------------------------------------------------------
     def drain(self, kernel: Kernel, pids: list[int]) -> Snapshot:
@@ -461,7 +678,10 @@ class Session:
         pid = self.child
         if pid is None or self.child_status is not None:
             return
-        for sig, wait in ((signal.SIGTERM, 2.0), (signal.SIGKILL, 5.0)):
+        # Never let run (stopped since exec, not one instruction of its own
+        # run): nothing to end gracefully.
+        first = (signal.SIGTERM, 2.0) if self._released else (signal.SIGKILL, 5.0)
+        for sig, wait in (first, (signal.SIGKILL, 5.0)):
             try:
                 os.kill(pid, sig)
             except ProcessLookupError:

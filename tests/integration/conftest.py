@@ -98,6 +98,10 @@ def programs(tmp_path_factory) -> dict[str, str]:
                      "-o", str(out / "workload"), str(PROGRAMS / "workload.c")],
         "nofp": ["gcc", "-O2", "-fomit-frame-pointer", "-o", str(out / "nofp"), str(PROGRAMS / "nofp.c")],
         "cxx": ["g++", "-O2", "-o", str(out / "cxx"), str(PROGRAMS / "cxx.cc")],
+        # Hostile names; the assembler cannot put a newline in one: objcopy does.
+        "hostile": ["sh", "-c", 'gcc -O1 -fno-omit-frame-pointer -o "$1" "$2" && objcopy --redefine-sym '
+                    '"hostile_nl_placeholder=$(printf "line1\\nline2[bold]")" "$1"',
+                    "sh", str(out / "hostile"), str(PROGRAMS / "hostile.c")],
     }
     for name in ("leak", "mmapleak", "retention", "arenas"):  # the demo's workloads
         builds[name] = ["gcc", "-O1", "-fno-omit-frame-pointer", "-pthread", "-o", str(out / name),
@@ -382,7 +386,7 @@ class Session:
                 time.sleep(0.05)
 
 
-def _uprobe_events() -> list[str]:
+def uprobe_events() -> list[str]:
     for path in UPROBE_EVENTS:
         try:
             with open(path) as f:
@@ -398,9 +402,9 @@ def uprobe_leftovers_check():
     if missing_requirement():
         yield
         return
-    before = set(_uprobe_events())
+    before = set(uprobe_events())
     yield
-    after = _uprobe_events()
+    after = uprobe_events()
     new = [l for l in after if l not in before]
     bcc_made = [l for l in after if "_bcc_" in l]
     assert not new and not bcc_made, ("uprobe events left in uprobe_events after the session:\n"

@@ -91,7 +91,9 @@ def split_frame(frame: str) -> tuple[str, str]:
     """``"f+0x1a [libc.so.6]"`` -> ``("f+0x1a", "libc.so.6")``; no module: ``""``.
     The module starts after the first ``+0xOFF [`` (or a bare address), so
     a module name holding `` [`` stays whole."""
-    m = _WITH_MODULE.fullmatch(frame)
+    # (Only a frame ending in ']' can match: the check keeps the lazy
+    # expression linear on a long frame with many '+0x1 [' and no ']'.)
+    m = _WITH_MODULE.fullmatch(frame) if frame.endswith("]") else None
     if m:
         return m.group(1), m.group(2)
     i = frame.rfind(" [")

@@ -8,7 +8,12 @@ from __future__ import annotations
 
 import re
 
-_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+from rich.cells import cell_len, set_cell_size
+
+# C0 and C1 controls, line and paragraph separators, bidi overrides, and lone
+# surrogates (bytes that were not UTF-8, in a path decoded by os.fsdecode:
+# printed, they raise UnicodeEncodeError or reach the terminal raw).
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
 
 
 def safe(s: str, limit: int = 200) -> str:
@@ -16,7 +21,7 @@ def safe(s: str, limit: int = 200) -> str:
     s = _UNSAFE.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100
                     else f"\\u{ord(m.group()):04x}", s)
     if len(s) > limit:
-        s = s[: limit - 1] + "…"
+        s = s[: max(0, limit - 1)] + "…"
     return s
 
 
@@ -36,4 +41,10 @@ def human(n: int | float, signed: bool = False) -> str:
 
 
 def shorten(s: str, width: int) -> str:
-    return s if len(s) <= width else s[: max(0, width - 1)] + "…"
+    """``s`` within ``width`` terminal cells ('…' where cut): a wide character
+    (CJK, emoji) takes two."""
+    if cell_len(s) <= width:
+        return s
+    if width <= 0:
+        return ""
+    return set_cell_size(s, width - 1).rstrip() + "…"

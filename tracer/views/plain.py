@@ -4,6 +4,8 @@ from __future__ import annotations
 import textwrap
 from typing import TextIO
 
+from rich.cells import cell_len
+
 from ..model import Snapshot, callsites, growth, process_growth
 from .fmt import human, safe, shorten
 
@@ -64,8 +66,8 @@ def render_findings(snap: Snapshot, out: TextIO, *, top: int = 10) -> None:
     out.write("  findings:\n")
     for f in snap.findings[:top]:
         comm = snap.processes[f.pid].comm if f.pid in snap.processes else "?"
-        out.write(f"  {f.code} in pid {f.pid} ({shorten(safe(comm, 64), 24)}): "
-                  f"{shorten(safe(f.subject), WIDTH - 20 - len(f.code))}\n")
+        head = f"  {shorten(safe(f.code, 64), 24)} in pid {f.pid} ({shorten(safe(comm, 64), 24)}): "
+        out.write(f"{head}{shorten(safe(f.subject), max(8, WIDTH - cell_len(head)))}\n")
         for label, text in (("evidence", f.evidence), ("advice", f.advice)):
             out.write(textwrap.fill(safe(text, 2000), WIDTH, initial_indent=f"    {label}: ",
                                     subsequent_indent="      ") + "\n")
@@ -84,7 +86,8 @@ def render_summary(snap: Snapshot, out: TextIO, *, top: int = 10, seconds: float
                 continue
             s = max((s for s in p.sites if s.label == r.callsite), key=lambda s: s.counts.live_bytes)
             more = f" (and {r.stacks - 1} other stacks)" if r.stacks > 1 else ""
-            out.write(f"  pid {p.pid}: {human(r.counts.live_bytes)} live from {shorten(safe(r.callsite), 40)}"
+            head = f"  pid {p.pid}: {human(r.counts.live_bytes)} live from "
+            out.write(f"{head}{shorten(safe(r.callsite), min(40, WIDTH - len(head) - len(more) - 7))}"
                       f"{more}, e.g.:\n")
             for f in s.frames[:8]:
                 out.write(f"      {shorten(safe(f), WIDTH - 6)}\n")
