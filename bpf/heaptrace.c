@@ -3,9 +3,13 @@
  *
  * Hot path design (see ../shared/DESIGN.md):
  *  - one entry probe and one return probe per allocation call, one entry
- *    probe per free; everything is aggregated here, per (tgid, stack):
+ *    probe per free; everything is aggregated here, per (process, stack):
  *    the front end reads per-site totals, never walks the live blocks;
- *  - a block's record (size, stack) is keyed by (tgid, address);
+ *  - a block's record (size, stack) is keyed by (process, address);
+ *  - a process is its tgid and its incarnation (new at fork and exec): after an exec, or
+ *    a PID used again, blocks and sites are new ones, never merged with
+ *    the ones of the program before (stacks are keyed by tgid alone: a
+ *    stack's hash stands for its frames, whoever made it);
  *  - the caller is the return address (taken in the return probe, where
  *    the kernel has restored it into ip; for operator new, read at [sp]
  *    on entry): exact even when the caller has no frame pointer. Deeper
@@ -36,8 +40,13 @@ struct thread_state {
     /* The site this thread charged last: a loop allocating from one place
      * skips the stacks and sites lookups. */
     __u64 last_stack;
-    __u32 last_tgid;
+    __u64 last_owner;
     __u32 last_slot;
+    __u32 gen;    /* the process's incarnation (see owner_of) */
+    __u32 inited; /* gen is set */
+    __u32 tick;   /* allocator calls of this thread in MODE_SAMPLED */
+    __u32 weight; /* of the call in flight: blocks it stands for (0: not sampled) */
+    __u32 pad;
     /* The VM syscall in flight (vmevents.c): vm.kind == 0 when none. One
      * task storage for everything: a second one slows the malloc path. */
     struct vm_event vm;
@@ -51,10 +60,30 @@ BPF_F_TABLE("hash", struct alloc_key, struct alloc_info, allocs, MAX_ALLOCS, BPF
 BPF_HASH(sites, struct site_key, __u32, MAX_SITES);
 BPF_ARRAY(counts, struct site_val, MAX_SITES);
 BPF_PERCPU_ARRAY(slot_next, __u32, 1);
+/* Slots of sites the front end retired (a process that exited or exec'd),
+ * zeroed, to be handed out again before new ones. */
+BPF_QUEUE(free_slots, __u32, MAX_SITES);
 BPF_F_TABLE("hash", struct site_key, struct stack_val, stacks, MAX_SITES, BPF_F_NO_PREALLOC);
 BPF_TASK_STORAGE(threads, struct thread_state);
 BPF_PERCPU_ARRAY(stats, __u64, STAT_NR);
 BPF_PERCPU_ARRAY(stackbuf, struct stack_val, 1);
+/* The mode of each process the front end set one for (see MODE_*). */
+BPF_HASH(targets, __u32, __u8, MAX_TARGETS);
+
+static __always_inline int mode_of(__u32 tgid)
+{
+    __u8 *m = targets.lookup(&tgid);
+    return m ? *m : DEFAULT_MODE;
+}
+
+/* With --all the uprobes fire in every process mapping the allocator: the
+ * ones not traced leave at once. (With -p/-c the kernel fires them only in
+ * the given processes, all traced in full: no lookup.) */
+#ifdef ALL_PROCESSES
+#define MODE(tgid) mode_of(tgid)
+#else
+#define MODE(tgid) MODE_FULL
+#endif
 
 static __always_inline void stat_inc(int idx)
 {
@@ -63,6 +92,7 @@ static __always_inline void stat_inc(int idx)
         (*v)++;
 }
 
+
 /* FNV-1a over 64-bit words: cheap, and collisions between two stacks of
  * one process are vanishingly rare at this width. */
 static __always_inline __u64 mix(__u64 h, __u64 v)
@@ -70,10 +100,30 @@ static __always_inline __u64 mix(__u64 h, __u64 v)
     return (h ^ v) * 0x100000001b3ULL;
 }
 
+/* A process's incarnation: a new one at fork and at exec (lifecycle.c
+ * sets it, per tgid), 0 for processes that ran before heaptrace. A thread
+ * takes it when its state is made; an exec sets it in the one thread left. */
+BPF_HASH(gens, __u32, __u32, MAX_TARGETS);
+
 static __always_inline struct thread_state *thread(void)
 {
     struct task_struct *task = (struct task_struct *)bpf_get_current_task_btf();
-    return threads.task_storage_get(task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+    struct thread_state *ts = threads.task_storage_get(task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+    if (ts && !ts->inited) {
+        __u32 tgid = bpf_get_current_pid_tgid() >> 32;
+        __u32 *g = gens.lookup(&tgid);
+        ts->gen = g ? *g : 0;
+        ts->inited = 1;
+    }
+    return ts;
+}
+
+/* A process: tgid in the low half, its incarnation in the high half. Keys
+ * hold it as {tgid, gen}: after an exec, or a PID used again, blocks and
+ * sites are new ones. */
+static __always_inline __u64 owner_of(struct thread_state *ts, __u32 tgid)
+{
+    return (__u64)tgid | ((__u64)ts->gen << 32);
 }
 
 /* The stack of an allocation: ip0 is the allocator's caller (the return
@@ -107,7 +157,7 @@ static __always_inline __u64 collect_stack(struct thread_state *ts, __u32 tgid,
         fp = frame[0];
     }
     st->depth = depth;
-    if (ts->last_stack == h && ts->last_tgid == tgid)
+    if (ts->last_stack == h && (__u32)ts->last_owner == tgid)
         return h;
     struct site_key key = {.tgid = tgid, .stack = h};
     if (!stacks.lookup(&key)) {
@@ -122,6 +172,9 @@ static __always_inline __u64 collect_stack(struct thread_state *ts, __u32 tgid,
 
 static __always_inline int alloc_enter(struct pt_regs *ctx, __u64 kind, __u64 size, __u64 ptr)
 {
+    int mode = MODE(bpf_get_current_pid_tgid() >> 32);
+    if (mode == MODE_OFF)
+        return 0;
     __u64 sp = PT_REGS_SP(ctx);
     struct thread_state *ts = thread();
     if (!ts) {
@@ -136,6 +189,16 @@ static __always_inline int alloc_enter(struct pt_regs *ctx, __u64 kind, __u64 si
      * a shallower frame replaces it.) */
     if (ts->sp && ts->sp >= sp && ts->sp - sp < STACK_SPAN)
         return 0;
+    /* MODE_SAMPLED: one call in SAMPLE_EVERY is traced and stands for
+     * SAMPLE_EVERY blocks (the counts are estimates); a realloc is always
+     * followed, so that a block traced stays right when it moves. */
+    __u32 weight = 1;
+    if (mode == MODE_SAMPLED) {
+        weight = ++ts->tick % SAMPLE_EVERY ? 0 : SAMPLE_EVERY;
+        if (!weight && !((kind == K_REALLOC || kind == K_REALLOCARRAY) && ptr))
+            return 0;
+    }
+    ts->weight = weight;
     ts->kind = kind;
     ts->size = size;
     ts->ptr = ptr;
@@ -160,28 +223,34 @@ static __always_inline int alloc_enter(struct pt_regs *ctx, __u64 kind, __u64 si
     return 0;
 }
 
-/* The counters slot of (tgid, stack), allocated on first sight. */
-static __always_inline __u32 slot_of(struct thread_state *ts, __u32 tgid, __u64 stack)
+/* The counters slot of (process, stack), allocated on first sight: a slot
+ * the front end freed (a process that ended), else a new one. */
+static __always_inline __u32 slot_of(struct thread_state *ts, __u64 owner, __u64 stack)
 {
-    if (ts->last_stack == stack && ts->last_tgid == tgid)
+    if (ts->last_stack == stack && ts->last_owner == owner)
         return ts->last_slot;
-    struct site_key k = {.tgid = tgid, .stack = stack};
+    struct site_key k = {.tgid = (__u32)owner, .gen = owner >> 32, .stack = stack};
     __u32 slot;
     __u32 *found = sites.lookup(&k);
     if (found) {
         slot = *found;
     } else {
         int zero = 0;
-        __u32 *next = slot_next.lookup(&zero);
-        if (!next)
-            return NO_SLOT;
-        slot = *next * HT_NR_CPUS + bpf_get_smp_processor_id();
-        if (slot >= MAX_SITES) {
-            stat_inc(STAT_LOST_SITE_MAP_FULL);
-            return NO_SLOT;
+        if (free_slots.pop(&slot) == 0) {
+            /* a slot given back, zeroed by the front end */
+        } else {
+            __u32 *next = slot_next.lookup(&zero);
+            if (!next)
+                return NO_SLOT;
+            slot = *next * HT_NR_CPUS + bpf_get_smp_processor_id();
+            if (slot >= MAX_SITES) {
+                stat_inc(STAT_LOST_SITE_MAP_FULL);
+                return NO_SLOT;
+            }
+            *next += 1;
         }
-        *next += 1;
         if (sites.insert(&k, &slot)) {
+            free_slots.push(&slot, 0); /* unused: back in the queue */
             found = sites.lookup(&k); /* another CPU was first: its slot */
             if (!found) {
                 stat_inc(STAT_LOST_SITE_MAP_FULL);
@@ -191,7 +260,7 @@ static __always_inline __u32 slot_of(struct thread_state *ts, __u32 tgid, __u64 
         }
     }
     ts->last_stack = stack;
-    ts->last_tgid = tgid;
+    ts->last_owner = owner;
     ts->last_slot = slot;
     return slot;
 }
@@ -214,9 +283,9 @@ static __always_inline void charge(__u32 slot, __s64 bytes,
 }
 
 /* Forget a block; returns 1 if it was tracked. */
-static __always_inline int release(__u32 tgid, __u64 addr, int count_unknown)
+static __always_inline int release(__u64 owner, __u64 addr, int count_unknown)
 {
-    struct alloc_key ak = {.tgid = tgid, .addr = addr};
+    struct alloc_key ak = {.tgid = (__u32)owner, .gen = owner >> 32, .addr = addr};
     struct alloc_info *ai = allocs.lookup(&ak);
     if (!ai) {
         if (count_unknown)
@@ -225,19 +294,20 @@ static __always_inline int release(__u32 tgid, __u64 addr, int count_unknown)
     }
     __u32 slot = ai->slot;
     __s64 size = ai->size;
+    __u32 w = ai->weight;
     /* Delete first: of two racing frees of one block, one wins. */
     if (allocs.delete(&ak))
         return 0;
-    charge(slot, -size, 0, 0, 1);
+    charge(slot, -size * w, 0, 0, w);
     return 1;
 }
 
-static __always_inline void track(__u32 tgid, __u64 addr, __u64 size, __u32 slot)
+static __always_inline void track(__u64 owner, __u64 addr, __u64 size, __u32 slot, __u32 w)
 {
     if (slot == NO_SLOT)
         return; /* counted as lost by slot_of */
-    struct alloc_key ak = {.tgid = tgid, .addr = addr};
-    struct alloc_info ai = {.size = size, .slot = slot};
+    struct alloc_key ak = {.tgid = (__u32)owner, .gen = owner >> 32, .addr = addr};
+    struct alloc_info ai = {.size = size, .slot = slot, .weight = w};
 #ifdef TRACK_AGE
     ai.ts = bpf_ktime_get_ns();
 #endif
@@ -245,14 +315,14 @@ static __always_inline void track(__u32 tgid, __u64 addr, __u64 size, __u32 slot
     if (err == -EEXIST) {
         /* An address handed out again without its free being seen (a free
          * missed while probes were being attached): retire the old record. */
-        release(tgid, addr, 0);
+        release(owner, addr, 0);
         err = allocs.insert(&ak, &ai);
     }
     if (err) {
         stat_inc(STAT_LOST_ALLOC_MAP_FULL);
         return;
     }
-    charge(slot, size, size, 1, 0);
+    charge(slot, size * w, size * w, w, 0);
 }
 
 int alloc_return(struct pt_regs *ctx)
@@ -262,6 +332,7 @@ int alloc_return(struct pt_regs *ctx)
     struct thread_state *ts = threads.task_storage_get(task, 0, 0); /* made at entry */
     if (!ts || !ts->sp)
         return 0;
+    __u64 owner = owner_of(ts, tgid);
     /* After the return instruction sp is 8 above its value at entry: an
      * inner call returning is not the outer allocation. */
     if (PT_REGS_SP(ctx) != ts->sp + 8)
@@ -273,7 +344,7 @@ int alloc_return(struct pt_regs *ctx)
         /* Out of the --min-size/--max-size range: not counted. A realloc
          * that succeeded (or freed, with size 0) still ends the old block. */
         if ((ts->kind == K_REALLOC || ts->kind == K_REALLOCARRAY) && ts->ptr && (ret || ts->size == 0))
-            release(tgid, ts->ptr, 0);
+            release(owner, ts->ptr, 0);
         return 0;
     }
     __u64 addr = ret;
@@ -289,33 +360,37 @@ int alloc_return(struct pt_regs *ctx)
     if (ts->kind == K_REALLOC || ts->kind == K_REALLOCARRAY) {
         if (!addr) {
             if (ts->size == 0 && ts->ptr)
-                release(tgid, ts->ptr, 0); /* realloc(p, 0) frees p (glibc) */
+                release(owner, ts->ptr, 0); /* realloc(p, 0) frees p (glibc) */
             else
                 stat_inc(STAT_FAILED_ALLOC); /* failed: old block stays live */
             return 0;
         }
         if (ts->ptr) {
-            struct alloc_key ak = {.tgid = tgid, .addr = ts->ptr};
+            struct alloc_key ak = {.tgid = tgid, .gen = owner >> 32, .addr = ts->ptr};
             struct alloc_info *ai = allocs.lookup(&ak);
             if (ai) {
                 /* The block stays charged to the site that holds it:
                  * move its record, charge only the change in size. */
                 struct alloc_info moved = *ai;
+                __s64 w = moved.weight;
                 __s64 delta = (__s64)ts->size - (__s64)moved.size;
                 __u32 slot = moved.slot;
                 moved.size = ts->size;
                 if (addr != ts->ptr)
                     allocs.delete(&ak);
-                struct alloc_key nk = {.tgid = tgid, .addr = addr};
+                struct alloc_key nk = {.tgid = tgid, .gen = owner >> 32, .addr = addr};
                 if (allocs.update(&nk, &moved)) {
                     stat_inc(STAT_LOST_ALLOC_MAP_FULL);
-                    charge(slot, -(__s64)(moved.size - delta), 0, 0, 1);
+                    charge(slot, -(__s64)(moved.size - delta) * w, 0, 0, w);
                     return 0;
                 }
-                charge(slot, delta, delta > 0 ? delta : 0, 0, 0);
+                charge(slot, delta * w, delta > 0 ? delta * w : 0, 0, 0);
                 return 0;
             }
-            stat_inc(STAT_UNKNOWN_FREE);
+            if (!ts->weight)
+                return 0; /* sampled mode: a block not traced, and this call not sampled */
+            if (ts->weight == 1)
+                stat_inc(STAT_UNKNOWN_FREE);
         }
         /* realloc(NULL, n), or a block from before attach: a new block of
          * this call's site. */
@@ -330,7 +405,7 @@ int alloc_return(struct pt_regs *ctx)
          * stack without reading user memory for it. entry_sp is the stack
          * pointer at entry, as if taken there. */
         ts->stack = collect_stack(ts, tgid, PT_REGS_IP(ctx), PT_REGS_FP(ctx), entry_sp);
-    track(tgid, addr, ts->size, slot_of(ts, tgid, ts->stack));
+    track(owner, addr, ts->size, slot_of(ts, owner, ts->stack), ts->weight);
     return 0;
 }
 
@@ -375,8 +450,15 @@ int pvalloc_enter(struct pt_regs *ctx)
 int free_enter(struct pt_regs *ctx)
 {
     __u64 addr = PT_REGS_PARM1(ctx);
-    if (addr)
-        release(bpf_get_current_pid_tgid() >> 32, addr, 1);
+    __u32 tgid = bpf_get_current_pid_tgid() >> 32;
+    if (!addr)
+        return 0;
+    int mode = MODE(tgid);
+    if (mode == MODE_OFF)
+        return 0;
+    struct thread_state *ts = thread();
+    if (ts)
+        release(owner_of(ts, tgid), addr, mode == MODE_FULL);
     return 0;
 }
 
@@ -385,6 +467,8 @@ int free_enter(struct pt_regs *ctx)
  * nothrow form calls the throwing one) keeps the outer caller. */
 int new_enter(struct pt_regs *ctx)
 {
+    if (MODE(bpf_get_current_pid_tgid() >> 32) == MODE_OFF)
+        return 0;
     __u64 sp = PT_REGS_SP(ctx);
     struct thread_state *ts = thread();
     if (!ts)

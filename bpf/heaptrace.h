@@ -73,22 +73,24 @@
 #define STAT_LOST_VM_EVENT 6       /* VM syscall not seen: ring buffer full */
 #define STAT_NR 8
 
+/* A process is (tgid, gen): gen tells its incarnations apart (see
+ * owner_of in heaptrace.c); 0 in the stacks map's keys. */
 struct alloc_key {
     __u32 tgid;
-    __u32 pad;
+    __u32 gen;
     __u64 addr;
 };
 
 struct alloc_info {
     __u64 size;
-    __u32 slot;  /* the site's slot in the counts array */
-    __u32 pad;
+    __u32 slot;   /* the site's slot in the counts array */
+    __u32 weight; /* blocks it stands for: 1, or SAMPLE_EVERY in MODE_SAMPLED */
     __u64 ts;    /* bpf_ktime_get_ns() at allocation: only with TRACK_AGE (--min-age) */
 };
 
 struct site_key {
     __u32 tgid;
-    __u32 pad;
+    __u32 gen;
     __u64 stack;
 };
 
@@ -106,10 +108,31 @@ struct stack_val {
     __u64 ip[MAX_DEPTH];
 };
 
-/* Processes traced by the syscall tracepoints (which fire for every process
- * on the host): a handful with -p/-c. */
+/* Processes with a mode set by the front end (the targets map): a handful
+ * with -p/-c; with --all, the processes a filter selects or excludes, and
+ * the threads and children they fork (an entry ends with its task). */
 #ifndef MAX_TARGETS
-#define MAX_TARGETS 4096
+#define MAX_TARGETS 65536
+#endif
+
+/* What is traced of a process (value of the targets map). A process
+ * without an entry has DEFAULT_MODE: MODE_OFF with -p/-c (only the given
+ * processes), MODE_FULL with --all (every process), MODE_OFF with --all and
+ * a filter (only the processes the filter selects). With -p/-c the uprobes
+ * are attached per process and never consult the map; with --all they are
+ * attached once per allocator file for every process (ALL_PROCESSES). */
+#define MODE_OFF 0     /* not traced (the uprobes still fire: ~1.5 us a call) */
+#define MODE_FULL 1    /* every call traced */
+#define MODE_SAMPLED 2 /* one allocation in SAMPLE_EVERY traced, counted SAMPLE_EVERY times */
+#ifndef DEFAULT_MODE
+#define DEFAULT_MODE MODE_OFF
+#endif
+
+/* MODE_SAMPLED's period: a process moved there for its allocation rate
+ * (the budget) makes thousands of calls a second, so 1 in 64 still gives
+ * its sites within a few percent in a few intervals. */
+#ifndef SAMPLE_EVERY
+#define SAMPLE_EVERY 64
 #endif
 
 /* Pages of the ring buffer that carries VM syscall events to user space
@@ -127,8 +150,8 @@ struct stack_val {
 #define VM_MPROTECT 4 /* a0 addr, a1 len, a2 prot */
 #define VM_BRK 5      /* a0 requested break */
 #define VM_MADVISE 6  /* a0 addr, a1 len, a2 advice */
-#define VM_EXEC 7     /* the process exec'd a new program (its mappings are new) */
-#define VM_EXIT 8     /* the process exited (its last thread) */
+#define VM_EXEC 7     /* the process exec'd a new program (its mappings are new); a0-a1: its name */
+#define VM_EXIT 8     /* the process exited (its last thread); a0-a1: its name */
 
 struct vm_event {
     __u32 tgid;

@@ -1,24 +1,23 @@
 /*
  * vmevents.c - syscall tracepoints for brk/mmap/munmap/mremap/mprotect/
- * madvise of traced processes, included by heaptrace.c. These calls are
- * rare: each is streamed to user space (ring buffer), which keeps an exact
- * map of every traced process's anonymous mappings (tracer/vmmap.py).
+ * madvise of traced processes, compiled after heaptrace.c and lifecycle.c
+ * (which holds the ring buffer). These calls are rare: each is streamed to
+ * user space, which keeps an exact map of every traced process's anonymous
+ * mappings (tracer/vmmap.py).
  *
  * The caller: libc's syscall wrappers are frameless, so at syscall entry
  * the return address into the caller is at the user stack pointer.
  */
-BPF_HASH(targets, __u32, __u8, MAX_TARGETS);
-BPF_RINGBUF_OUTPUT(vm_events, VM_RING_PAGES);
 
 static __always_inline int vm_enter(__u32 kind, __u64 a0, __u64 a1, __u64 a2, __u64 a3, __u64 a4)
 {
     __u32 tgid = bpf_get_current_pid_tgid() >> 32;
-    if (!targets.lookup(&tgid))
+    if (mode_of(tgid) == MODE_OFF)
         return 0;
-    struct task_struct *task = (struct task_struct *)bpf_get_current_task_btf();
-    struct thread_state *ts = threads.task_storage_get(task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+    struct thread_state *ts = thread();
     if (!ts)
         return 0;
+    struct task_struct *task = (struct task_struct *)bpf_get_current_task_btf();
     struct vm_event *ev = &ts->vm;
     struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(task);
     __u64 sp = 0, fp = 0, ret = 0;
@@ -86,26 +85,3 @@ TRACEPOINT_PROBE(syscalls, sys_enter_madvise)
     return vm_enter(VM_MADVISE, args->start, args->len_in, args->behavior, 0, 0);
 }
 TRACEPOINT_PROBE(syscalls, sys_exit_madvise) { return vm_exit(args->ret); }
-
-/* Process exec and exit: not syscall tracepoints, so free of their cost. */
-static __always_inline int vm_lifecycle(__u32 kind)
-{
-    __u32 tgid = bpf_get_current_pid_tgid() >> 32;
-    if (!targets.lookup(&tgid))
-        return 0;
-    struct vm_event ev = {};
-    ev.tgid = tgid;
-    ev.kind = kind;
-    if (vm_events.ringbuf_output(&ev, sizeof(ev), 0))
-        stat_inc(STAT_LOST_VM_EVENT);
-    return 0;
-}
-
-TRACEPOINT_PROBE(sched, sched_process_exec) { return vm_lifecycle(VM_EXEC); }
-
-TRACEPOINT_PROBE(sched, sched_process_exit)
-{
-    if (!args->group_dead) /* a thread, not the last one */
-        return 0;
-    return vm_lifecycle(VM_EXIT);
-}

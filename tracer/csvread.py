@@ -27,8 +27,10 @@ _I64 = 2 ** 63 - 1
 SITES = "sites"
 PROCESSES = "processes"
 _COLUMNS = {SITES: sites_csv.COLUMNS, PROCESSES: processes_csv.COLUMNS}
+# What a file must have: the columns of its first schema version.
+_REQUIRED = {SITES: sites_csv.COLUMNS, PROCESSES: [c for c in processes_csv.COLUMNS if c not in processes_csv.ADDED]}
 _VERSION = {SITES: sites_csv.SCHEMA_VERSION, PROCESSES: processes_csv.SCHEMA_VERSION}
-_TEXT = {SITES: ["host", "comm", "callsite", "stack"], PROCESSES: ["host", "comm"]}
+_TEXT = {SITES: ["host", "comm", "callsite", "stack"], PROCESSES: ["host", "comm", "cgroup"]}
 _INTS = {SITES: ["pid", "live_bytes", "live_allocs", "alloc_bytes", "allocs", "frees"],
          PROCESSES: ["pid", "exited"]}
 _OPTIONAL = {PROCESSES: ["rss_anon_bytes", "heap_live_bytes", "allocator_retained_bytes", "mmap_live_bytes",
@@ -47,6 +49,7 @@ class CsvFile:
 
     path: str
     kind: str
+    header: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     _limit: int = 0
     _drop_ts: str | None = None   # an interval cut short: its rows are left out
@@ -54,8 +57,10 @@ class CsvFile:
     def chunks(self, columns: list[str] | None = None, chunk_rows: int = CHUNK_ROWS) -> Iterator[pd.DataFrame]:
         """The rows, ``chunk_rows`` at a time (every column, or ``columns``
         plus ``timestamp``), with ``ts`` parsed and text cells unprotected."""
-        want = None if columns is None else sorted(set(columns) | {"timestamp", "schema_version"})
-        dtypes = {c: str for c in _TEXT[self.kind] + (["findings"] if self.kind == PROCESSES else [])}
+        want = None if columns is None else sorted((set(columns) & set(self.header))
+                                                   | {"timestamp", "schema_version"})
+        dtypes = {c: str for c in _TEXT[self.kind] + (["findings"] if self.kind == PROCESSES else [])
+                  if c in self.header}
         with open(self.path, "rb") as raw:
             f = io.TextIOWrapper(_Limited(raw, self._limit), encoding="utf-8", errors="replace", newline="")
             try:
@@ -90,6 +95,8 @@ class CsvFile:
         for c in _TEXT[self.kind]:
             if c in df.columns:
                 df[c] = df[c].astype(str).map(unprotect)
+            elif c not in self.header:  # a column of a later schema version
+                df[c] = ""
         for c in _INTS[self.kind]:
             if c in df.columns:
                 v = pd.to_numeric(df[c], errors="coerce").fillna(0)
@@ -182,13 +189,13 @@ def open_csv(path: str, kind: str | None = None) -> CsvFile:
                        "'schema_version,timestamp'): give a file written by heaptrace --csv")
     found = [k for k in (kind,) if k] or [SITES, PROCESSES]
     for k in found:
-        missing = [c for c in _COLUMNS[k] if c not in header]
+        missing = [c for c in _REQUIRED[k] if c not in header]
         if not missing:
-            out = CsvFile(path, k)
+            out = CsvFile(path, k, header)
             break
     else:
         k = found[0] if kind else (SITES if "stack" in header else PROCESSES)
-        missing = [c for c in _COLUMNS[k] if c not in header]
+        missing = [c for c in _REQUIRED[k] if c not in header]
         hint = (" (this looks like a processes CSV: give the sites CSV, the one without "
                 "'.processes')" if kind == SITES and "rss_anon_bytes" in header else "")
         raise CsvError(f"{path}: columns missing for a heaptrace {k} CSV: {', '.join(missing)}{hint}")

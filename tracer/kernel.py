@@ -26,6 +26,8 @@ class Limits:
     max_size: int | None = None
     track_age: bool = False  # stamp each block with its time (--min-age)
     mappings: bool = True    # VM syscall tracepoints (--no-mappings: off)
+    all_processes: bool = False  # --all: uprobes for every process, the targets map says which
+    default_mode: int = layout.C["MODE_OFF"]  # of a process the front end set no mode for
 
     def cflags(self) -> list[str]:
         flags = [
@@ -43,7 +45,14 @@ class Limits:
             flags.append(f"-DMAX_SIZE={self.max_size}ULL")
         if self.track_age:
             flags.append("-DTRACK_AGE")
+        if self.all_processes:
+            flags.append("-DALL_PROCESSES")
+        flags.append(f"-DDEFAULT_MODE={int(self.default_mode)}")
         return flags
+
+    def sources(self) -> tuple:
+        """The BPF sources compiled after heaptrace.c, in one unit."""
+        return (layout.LIFECYCLE_PROGRAM, layout.VM_PROGRAM) if self.mappings else (layout.LIFECYCLE_PROGRAM,)
 
 
 @dataclass(frozen=True)
@@ -151,7 +160,7 @@ class Kernel:
         bcc = _import_bcc()
         self.limits = limits
         if extra is None:
-            extra = (layout.VM_PROGRAM,) if limits.mappings else ()
+            extra = limits.sources()
         text = "\n".join(open(p).read() for p in (program, *extra))
         try:
             self.bpf = bcc.BPF(text=text.encode(), cflags=limits.cflags())
@@ -265,10 +274,35 @@ class Kernel:
         except KeyError:
             return None
 
-    def add_target(self, tgid: int) -> None:
-        """Let the VM syscall tracepoints see this process."""
+    def add_target(self, tgid: int, mode: int = layout.C["MODE_FULL"]) -> None:
+        """Set what is traced of this process (MODE_*): with -p/-c, let the
+        VM tracepoints see it; with --all, also the uprobes."""
         targets = self._map("targets")
-        targets[targets.Key(tgid)] = targets.Leaf(1)
+        targets[targets.Key(tgid)] = targets.Leaf(mode)
+
+    def gens(self) -> dict[int, int]:
+        """Each process's current incarnation (tgid -> gen), for the
+        processes forked or exec'd since the session began; the others
+        are incarnation 0."""
+        return {int.from_bytes(k, "little"): int.from_bytes(v, "little")
+                for k, v in self._items(self._map("gens"))}
+
+    def retire(self, sites: list[tuple[bytes, int]]) -> None:
+        """Forget sites of processes that ended (exited, or exec'd another
+        program): their (site_key, slot) pairs. Each slot is zeroed and
+        handed back to the kernel to be used again."""
+        table, counts, free = self._map("sites"), self._map("counts"), self._map("free_slots")
+        zero = counts.Leaf()
+        for key, slot in sites:
+            try:
+                del table[table.Key.from_buffer_copy(key)]
+            except KeyError:
+                continue  # already gone: its slot too
+            counts[ctypes.c_int(slot)] = zero
+            try:
+                free.push(ctypes.c_uint32(slot))
+            except Exception:
+                pass  # the queue is full: the slot stays unused
 
     def open_vm_events(self, callback: Callable[[bytes], None]) -> None:
         """Each VM syscall event, as raw struct vm_event bytes, to callback."""

@@ -16,7 +16,8 @@ from pathlib import Path
 BPF_DIR = Path(__file__).resolve().parent.parent / "bpf"
 HEADER = BPF_DIR / "heaptrace.h"
 PROGRAM = BPF_DIR / "heaptrace.c"
-VM_PROGRAM = BPF_DIR / "vmevents.c"  # compiled after PROGRAM, in one unit
+LIFECYCLE_PROGRAM = BPF_DIR / "lifecycle.c"  # compiled after PROGRAM, in one unit
+VM_PROGRAM = BPF_DIR / "vmevents.c"  # compiled after LIFECYCLE_PROGRAM
 
 
 @lru_cache(maxsize=None)
@@ -33,9 +34,9 @@ def constants(header: str = str(HEADER)) -> dict[str, int]:
 C = constants()
 MAX_DEPTH_DEFAULT = C["MAX_DEPTH"]
 
-# struct alloc_key / site_key: {u32 tgid; u32 pad; u64 addr-or-stack}
+# struct alloc_key / site_key: {u32 tgid; u32 gen; u64 addr-or-stack}
 KEY = struct.Struct("<IIQ")
-# struct alloc_info: {u64 size; u32 slot; u32 pad; u64 ts}
+# struct alloc_info: {u64 size; u32 slot; u32 weight; u64 ts}
 ALLOC_INFO = struct.Struct("<QIIQ")
 # struct site_val: {s64 live_bytes; u64 alloc_bytes; u64 allocs; u64 frees}
 SITE_VAL = struct.Struct("<qQQQ")
@@ -53,6 +54,12 @@ class VmEvent:
     ret: int
     stack: int
     caller: int
+
+
+def event_comm(ev: VmEvent) -> str:
+    """The process name a VM_EXEC or VM_EXIT event carries (its a0, a1)."""
+    raw = struct.pack("<QQ", ev.args[0], ev.args[1]).split(b"\0", 1)[0]
+    return raw.decode("utf-8", "surrogateescape")
 
 
 def decode_vm_event(raw: bytes) -> VmEvent:
@@ -93,8 +100,14 @@ ZERO = SiteCounts(0, 0, 0, 0, 0)
 
 def decode_key(raw: bytes) -> tuple[int, int]:
     """(tgid, addr-or-stack) from an alloc_key or site_key."""
-    tgid, _pad, v = KEY.unpack(raw)
+    tgid, _gen, v = KEY.unpack(raw)
     return tgid, v
+
+
+def decode_owned_key(raw: bytes) -> tuple[int, int, int]:
+    """(tgid, gen, addr-or-stack): gen tells a process's incarnations apart
+    (a new one after exec, or when its PID is used again)."""
+    return KEY.unpack(raw)
 
 
 def decode_site(raw: bytes) -> SiteCounts:

@@ -44,6 +44,7 @@ class Process:
     comm: str
     exited: bool = False
     sites: list[Site] = field(default_factory=list)
+    cgroup: str = ""   # its cgroup (--all), "" when not known
 
     @property
     def totals(self) -> SiteCounts:

@@ -24,6 +24,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Callable
 
 from . import diagnose, launch, layout, targets
+from .allprocs import AllProcesses, Filters
 from .breakdown import HeapReport, Memory, breakdown, heap_rss, summarize
 from .census import HEAP_MAX_SIZE, census_process, mmapped_chunks
 from .errors import OutputError, TargetError
@@ -56,6 +57,17 @@ class Options:
     plain: bool = False
     verbose: bool = False
     limits: Limits = field(default_factory=Limits)
+    all_processes: bool = False   # --all
+    filters: Filters = field(default_factory=Filters)
+    kernel_only: bool = False     # --kernel-only: no uprobes
+
+
+#: --all: exited processes kept with their final numbers (the oldest beyond
+#: are forgotten, in the kernel too: their sites' slots are used again).
+MAX_EXITED = 100
+#: --all: per-process breakdowns (smaps, census) made per interval at most;
+#: the others keep their last one.
+BREAKDOWNS_PER_INTERVAL = 20
 
 
 def _stat_fields(pid: int) -> list[bytes] | None:
@@ -265,6 +277,15 @@ class Session:
         self._klog: _KernelLog | None = None
         self._owners: dict[tuple[int, int], str] = {}   # (pid, caller) -> owner
         self._vm_next = 0.0                             # when to empty the ring buffer next
+        self._alloc_files: set[str] = set()             # --all: allocator files probed (host paths)
+        self.everyone: AllProcesses | None = (AllProcesses(opts.filters, os.getpid())
+                                              if opts.all_processes else None)
+        self.pids: list[int] = []                       # the processes of the session so far
+        self.cur_gen: dict[int, int] = {}               # tgid -> incarnation shown
+        self.exit_order: deque[int] = deque()           # --all: exited processes, oldest first
+        self._measured: dict[int, tuple] = {}           # --all: pid -> (live bytes, interval) of its breakdown
+        self._n = 0                                     # intervals drained
+        self._event_comm: dict[int, str] = {}           # names the exec/exit events carried
 
     # -- signals -------------------------------------------------------------
     def _on_signal(self, signum, _frame) -> None:
@@ -282,6 +303,8 @@ class Session:
     # -- set-up --------------------------------------------------------------
     def _plans(self) -> list[targets.Plan]:
         plans = []
+        if self.everyone:
+            return plans  # --all: see _attach_all
         if self.o.command:
             libs = targets.libraries_of_command(self.o.command[0])
             self.child = launch.spawn_stopped(self.o.command)
@@ -312,11 +335,63 @@ class Session:
                     _log(f"heaptrace: pid {pl.pid}: {os.path.basename(pp.probe.path)} {pp.reason}{alias}")
                 kernel.attach(pp.probe)
 
+    def _attach_all(self, kernel: Kernel) -> None:
+        """--all: a mode for heaptrace itself and the processes a filter
+        names, then the probes, once per allocator file, for every process."""
+        e = self.everyone
+        modes, traced = e.start()
+        for pid, mode in modes.items():
+            kernel.add_target(pid, mode)
+        for pid in traced:
+            self._track(pid)
+            if self.stop.is_set():
+                return
+
+    def _attach_file(self, kernel: Kernel, lib: targets.Library) -> None:
+        """Probes on one allocator file, for every process mapping it."""
+        self._alloc_files.add(os.path.realpath(lib.open_path))
+        for pp in targets.plan_library(lib, -1):
+            if self.o.verbose and not pp.probe.ret:
+                _log(f"heaptrace: {lib.path}: {pp.reason}")
+            kernel.attach(pp.probe)
+
+    def _track(self, pid: int) -> None:
+        """--all: a process joins the session (seen at start, or first seen
+        allocating or mapping)."""
+        if pid in self.started and pid not in self.exited:
+            return
+        self.pids.append(pid)
+        self.started[pid] = _start_time(pid)
+        self.comms[pid] = read_comm(pid) or self._event_comm.get(pid) or self.comms.get(pid, "?")
+        self.symbols.refresh(pid)
+        if self.o.limits.mappings:
+            self._seed_mappings(pid)
+        for lib in self.everyone.new_files(pid):  # a container's own libc, say
+            if not self.o.kernel_only:
+                self._attach_file(self.kernel, lib)
+
+    def _forget(self, pid: int) -> None:
+        """--all: drop what the session knows of an ended process (its PID
+        now names another one, or it is the oldest exited one kept)."""
+        for d in (self.started, self.memory, self.census, self.cur_gen, self._measured, self.comms,
+                  self._event_comm):
+            d.pop(pid, None)
+        self.exited.discard(pid)
+        self.exit_seen.discard(pid)
+        self._exiting.pop(pid, None)
+        if pid in self.pids:
+            self.pids.remove(pid)
+        self.mappings.forget(pid)
+        self.symbols.forget(pid)
+        self.everyone.forget(pid)
+        self._owners = {k: v for k, v in self._owners.items() if k[0] != pid}
+        self.resolved = {k: v for k, v in self.resolved.items() if k[0] != pid}
+
     def _seed_mappings(self, pid: int, exec_: bool = False) -> None:
         """Anonymous mappings that exist before tracing: known, owner unknown."""
         try:
             maps = read_maps(pid)
-        except ProcessGone:
+        except (ProcessGone, PermissionError):
             return
         regions = [Region(m.start, m.end, ("r" in m.perms) | ("w" in m.perms) << 1 | ("x" in m.perms) << 2)
                    for m in maps if m.path in ("", "[heap]") and m.start < m.end]
@@ -383,10 +458,13 @@ class Session:
         if stale:
             _log(f"heaptrace: removed {len(stale)} uprobe event{'s' if len(stale) != 1 else ''} left in "
                  f"tracefs by bcc processes that no longer run")
-        if self.o.limits.mappings and not self.stop.is_set():
+        if (self.o.limits.mappings or self.everyone) and not self.stop.is_set():
             kernel.open_vm_events(self._vm_raw.append)
         if not self.stop.is_set():
-            self._attach(kernel, plans)
+            if self.everyone:
+                self._attach_all(kernel)
+            else:
+                self._attach(kernel, plans)
         if self.stop.is_set():  # a signal during start-up: end before tracing
             _log(f"heaptrace: stopped by {self.stop_reason} during start-up; nothing was traced")
             return 128 + signal.Signals[self.stop_reason].value
@@ -394,13 +472,21 @@ class Session:
             launch.release(self.child)
             self._released = True
             self._await_libraries(self.child, plans[0])
-        pids = [p.pid for p in plans]
-        what = f"{len(pids)} process{'es' if len(pids) != 1 else ''} ({', '.join(map(str, pids))})"
+        if self.everyone:
+            pids = self.pids
+            e = self.everyone
+            what = (f"every process ({len(pids)} now, and those started later; "
+                    f"{len(e.files)} allocator file{'s' if len(e.files) != 1 else ''}"
+                    f"{'; kernel events only' if self.o.kernel_only else ''})")
+        else:
+            pids = self.pids = [p.pid for p in plans]
+            what = f"{len(pids)} process{'es' if len(pids) != 1 else ''} ({', '.join(map(str, pids))})"
         _log(f"Tracing {what}, {len(kernel.attached)} probes, attached in "
              f"{time.monotonic() - t0:.2f} s... Ctrl-C to end.")
-        for pid in pids:  # the state from before attach: a first heap census
-            if pid != self.child:
-                self._memory(pid, 0)
+        if not self.everyone:
+            for pid in pids:  # the state from before attach: a first heap census
+                if pid != self.child:
+                    self._memory(pid, 0)
         if self.o.csv:
             self.csv.append(_open_csv(SitesCsv, self.o.csv))
             self.csv.append(_open_csv(ProcessesCsv, processes_csv.path_for(self.o.csv)))
@@ -508,7 +594,7 @@ class Session:
             self._check_targets(pids)
             if self.kernel is not None:
                 self._vm_events(self.kernel)
-            if all(p in self.exited for p in pids):
+            if not self.everyone and all(p in self.exited for p in pids):
                 return True
             if now >= until:
                 return False
@@ -516,7 +602,13 @@ class Session:
 
     def _check_targets(self, pids: list[int]) -> None:
         """Mark targets that ended; re-read the maps of the others, so that a
-        library loaded a moment before exit still has names for its frames."""
+        library loaded a moment before exit still has names for its frames.
+        (--all: the kernel reports each exit; no /proc read per process.)"""
+        if self.everyone:
+            for pid in self.exit_seen - self.exited:
+                self.exited.add(pid)
+                self.exit_order.append(pid)
+            return
         for pid in pids:
             if pid in self.exited:
                 continue
@@ -553,13 +645,53 @@ class Session:
         _log(f"heaptrace: pid {pid} ({safe(self.comms.get(pid, '?'))}) {_how_it_ended(status, oom)}")
 
     # -- drain ---------------------------------------------------------------
+    def _current(self, raw: list[tuple[bytes, int, bytes]], kernel: Kernel) -> list[tuple[bytes, int, bytes]]:
+        """The sites of each process's current incarnation. A process that
+        exec'd, or whose PID was used again, has sites of an earlier
+        incarnation too: those end (retired in the kernel, their slots used
+        again). --all: exited processes beyond MAX_EXITED end as well."""
+        gens: dict[int, set[int]] = {}
+        for k, _slot, _v in raw:
+            tgid, gen, _ = layout.decode_owned_key(k)
+            gens.setdefault(tgid, set()).add(gen)
+        live = None
+        for tgid, seen in gens.items():
+            if len(seen) > 1 or self.cur_gen.get(tgid, next(iter(seen))) not in seen:
+                if live is None:
+                    live = kernel.gens()
+                if tgid in live and live[tgid] in seen:
+                    self.cur_gen[tgid] = live[tgid]
+                elif self.cur_gen.get(tgid) not in seen:
+                    self.cur_gen[tgid] = max(seen)  # (gone, never seen before: any one)
+            else:
+                self.cur_gen.setdefault(tgid, next(iter(seen)))
+        dropped: set[int] = set()
+        if self.everyone:
+            while len(self.exit_order) > MAX_EXITED:
+                pid = self.exit_order.popleft()
+                if pid in self.exited:
+                    dropped.add(pid)
+                    self._forget(pid)
+        keep, retire = [], []
+        for k, slot, v in raw:
+            tgid, gen, _ = layout.decode_owned_key(k)
+            if tgid in dropped or gen != self.cur_gen.get(tgid):
+                retire.append((k, slot))
+            else:
+                keep.append((k, slot, v))
+        if retire:
+            kernel.retire(retire)
+        return keep
+
     def drain(self, kernel: Kernel, pids: list[int]) -> Snapshot:
         sites = []
         by_slot = {}
-        for k, slot, v in kernel.read_sites():
+        for k, slot, v in self._current(kernel.read_sites(), kernel):
             tgid, stack = layout.decode_key(k)
             by_slot[slot] = stack
             sites.append((tgid, stack, layout.decode_site(v)))
+            if self.everyone and tgid not in self.started:
+                self._track(tgid)
         if self.o.min_age is not None:
             now = time.monotonic_ns()
             blocks = []
@@ -573,7 +705,7 @@ class Session:
         # (_check_targets re-reads the maps of live targets every poll tick.)
         for tgid in {t for t, _ in fresh}:
             if tgid not in self.exited:
-                self.comms[tgid] = read_comm(tgid) or self.comms.get(tgid, "?")
+                self.comms[tgid] = read_comm(tgid) or self._event_comm.get(tgid) or self.comms.get(tgid, "?")
         for tgid, stack in fresh:
             raw = kernel.read_stack(tgid, stack)
             ips = layout.decode_stack(raw, kernel.limits.max_depth) if raw else ()
@@ -593,19 +725,44 @@ class Session:
 
     # -- the per-process breakdown and the findings ------------------------
     def diagnose(self, snap: Snapshot) -> None:
+        self._n += 1
+        for pid in self._due(snap):
+            p = snap.processes[pid]
+            m = self._memory(pid, p.live_bytes("malloc"), p.live_bytes("mmap"))
+            if m is not None:
+                self.memory[pid] = m
         for pid, p in snap.processes.items():
-            if pid not in self.exited:
-                m = self._memory(pid, p.live_bytes("malloc"), p.live_bytes("mmap"))
-                if m is not None:
-                    self.memory[pid] = m
             if pid in self.memory:
                 snap.memory[pid] = self.memory[pid]
+            if self.everyone:
+                p.cgroup = self.everyone.cgroup_of(pid)
         self.history.append(snap)
         findings = diagnose.leaks(self.history)
         cpus = os.cpu_count() or 1
         for pid, m in snap.memory.items():
             findings += diagnose.retention(pid, snap.processes[pid].comm, m, cpus)
         snap.findings = findings
+
+    def _due(self, snap: Snapshot) -> list[int]:
+        """The live processes whose breakdown is made this interval: every
+        one with -p/-c; with --all, those whose live bytes changed or whose
+        breakdown is ten intervals old, the biggest first, at most
+        BREAKDOWNS_PER_INTERVAL (a breakdown reads /proc/PID/smaps)."""
+        live = [pid for pid in snap.processes if pid not in self.exited]
+        if not self.everyone:
+            return live
+        due = []
+        for pid in live:
+            p = snap.processes[pid]
+            held = p.live_bytes("malloc") + p.live_bytes("mmap")
+            last = self._measured.get(pid)
+            if last is None or last[0] != held or self._n - last[1] >= 10:
+                due.append((held, pid))
+        due.sort(reverse=True)
+        out = [pid for _, pid in due[:BREAKDOWNS_PER_INTERVAL]]
+        for held, pid in due[:BREAKDOWNS_PER_INTERVAL]:
+            self._measured[pid] = (held, self._n)
+        return out
 
     def _memory(self, pid: int, probe_live: int, mmap_live: int = 0) -> Memory | None:
         """What the process holds, what its allocator keeps: /proc/PID/smaps
@@ -615,7 +772,7 @@ class Session:
         except (ProcessGone, PermissionError):
             return None
         st = self.census.get(pid)
-        if pid in self.glibc:
+        if pid in self.glibc or (self.everyone is not None and pid in self.everyone.glibc):
             shape = tuple((a, b, r) for a, b, perms, path, r in smaps
                           if path == "[heap]" or (path == "" and perms.startswith("rw") and a % HEAP_MAX_SIZE == 0))
             events = self.mappings.events.get(pid, 0)
@@ -644,18 +801,37 @@ class Session:
         call the next ones wait, the ring buffer fills and the kernel counts
         what it could not keep (shown as LOST)."""
         t = time.monotonic()
-        if not self.o.limits.mappings or t < self._vm_next:
+        if not (self.o.limits.mappings or self.everyone) or t < self._vm_next:
             return
         kernel.poll_vm_events()
         events, self._vm_raw[:] = list(self._vm_raw), []
         for raw in events:
             ev = layout.decode_vm_event(raw)
+            if ev.kind in (layout.C["VM_EXEC"], layout.C["VM_EXIT"]) and (ev.args[0] or ev.args[1]):
+                self._event_comm[ev.tgid] = layout.event_comm(ev)
+            if self.everyone and ev.tgid in self.exited and ev.kind != layout.C["VM_EXIT"]:
+                self._forget(ev.tgid)  # its PID used again: another process
+            if self.everyone and ev.tgid not in self.started:
+                if ev.kind == layout.C["VM_EXIT"]:
+                    continue  # never seen doing anything
+                if ev.kind == layout.C["VM_EXEC"]:
+                    mode = self.everyone.on_exec(ev.tgid)
+                    if mode is not None:
+                        kernel.add_target(ev.tgid, mode)
+                    elif self.o.filters.selective:
+                        continue  # not selected
+                self._track(ev.tgid)
+            elif self.everyone and ev.kind == layout.C["VM_EXEC"]:
+                self.everyone.on_exec(ev.tgid)
+                for lib in self.everyone.new_files(ev.tgid):
+                    if not self.o.kernel_only:
+                        self._attach_file(kernel, lib)
             if ev.kind == layout.C["VM_EXEC"]:
                 self._seed_mappings(ev.tgid, exec_=True)
                 self._owners = {k: v for k, v in self._owners.items() if k[0] != ev.tgid}
                 self.census.pop(ev.tgid, None)
                 self.symbols.refresh(ev.tgid)
-                self.comms[ev.tgid] = read_comm(ev.tgid) or self.comms.get(ev.tgid, "?")
+                self.comms[ev.tgid] = read_comm(ev.tgid) or self._event_comm.get(ev.tgid) or self.comms.get(ev.tgid, "?")
             elif ev.kind == layout.C["VM_EXIT"]:
                 self.exit_seen.add(ev.tgid)
             else:
@@ -670,7 +846,7 @@ class Session:
         key = (pid, path)
         if key not in self._realpaths:
             self._realpaths[key] = real_host_path(pid, path)
-        return self._realpaths[key] in self.alloc_modules.get(pid, ())
+        return self._realpaths[key] in self.alloc_modules.get(pid, self._alloc_files)
 
     # -- child ---------------------------------------------------------------
     def _kill_child(self) -> None:

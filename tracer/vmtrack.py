@@ -57,6 +57,14 @@ class MappingTracker:
         if brk is not None:
             self.brk[pid] = brk
 
+    def forget(self, pid: int) -> None:
+        """Everything about a process that ended (``--all`` keeps a bounded
+        number of them)."""
+        for d in (self.maps, self.given_back, self.brk, self.events):
+            d.pop(pid, None)
+        for key in [k for k in self.totals if k[0] == pid]:
+            del self.totals[key]
+
     def apply(self, ev: layout.VmEvent, owner: str) -> None:
         vm = self.maps.setdefault(ev.tgid, VmMap(self.page_size))
         a0, a1, a2, a3, a4 = ev.args

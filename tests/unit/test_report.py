@@ -189,7 +189,7 @@ def test_without_the_processes_csv_it_says_so_in_one_line(tmp_path, capsys):
 def test_a_bad_processes_csv_is_left_out_with_its_reason(tmp_path, capsys):
     path = write_session(tmp_path)
     pp = path[:-4] + ".processes.csv"
-    text = open(pp).read().replace("\n1,", "\n2,", 1)
+    text = open(pp).read().replace("\n2,", "\n3,", 1)
     open(pp, "w").write(text)
     code, out, _ = run(capsys, "report", path)
     assert code == 0 and "processes CSV not used" in out and "upgrade heaptrace" in out

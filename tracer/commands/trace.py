@@ -19,6 +19,7 @@ other commands (each with --help):
 from __future__ import annotations
 
 import argparse
+import re
 import shlex
 
 from ..errors import UsageError
@@ -68,6 +69,15 @@ def prepare_parser(p: argparse.ArgumentParser) -> None:
     who.add_argument("-p", "--pid", type=_pids, metavar="PID[,PID...]", help="trace these running processes")
     who.add_argument("-c", "--command", metavar="'CMD ARGS'",
                      help="start CMD with every probe attached before it runs; heaptrace exits with its status")
+    who.add_argument("--all", action="store_true", dest="all_processes",
+                     help="every process on the host, containers and processes started later included")
+    p.add_argument("--comm", metavar="NAME|REGEX", help="--all: only processes of this command name")
+    p.add_argument("--cgroup", metavar="PATH|RUNTIME:ID",
+                   help="--all: only processes in this cgroup (a path prefix) or container (docker:0123456789ab)")
+    p.add_argument("--exclude-pid", type=_pids, default=[], metavar="PID[,PID...]",
+                   help="--all: not these processes (nor what they fork)")
+    p.add_argument("--kernel-only", action="store_true",
+                   help="--all: no uprobes, only the kernel's mmap/brk/... events and /proc: the lowest cost")
     p.add_argument("interval", nargs="?", type=_positive(float), default=1.0,
                    help="seconds between reports (default 1)")
     p.add_argument("count", nargs="?", type=_positive(int), help="number of reports, then stop")
@@ -95,10 +105,23 @@ def prepare_parser(p: argparse.ArgumentParser) -> None:
 
 
 def options(args: argparse.Namespace):
+    from ..allprocs import Filters
     from ..session import Options
-    if not args.pid and args.command is None:
-        raise UsageError("nothing to trace: give -p PID or -c 'CMD ARGS' "
+    if not args.pid and args.command is None and not args.all_processes:
+        raise UsageError("nothing to trace: give -p PID, -c 'CMD ARGS' or --all "
                          "(scripts/demo shows it on a bundled leaky program)")
+    if not args.all_processes:
+        for name in ("comm", "cgroup", "exclude_pid", "kernel_only"):
+            if getattr(args, name):
+                raise UsageError(f"--{name.replace('_', '-')} goes with --all (it selects among every process)")
+    if args.comm is not None:
+        try:
+            re.compile(args.comm)
+        except re.error as e:
+            raise UsageError(f"--comm {args.comm!r} is not a regular expression ({e}): give a command name")
+    if args.kernel_only and not args.mappings:
+        raise UsageError("--kernel-only traces only the kernel's mmap/brk/... events: "
+                         "it cannot go with --no-mappings")
     if args.max_depth > 64:
         raise UsageError(f"--max-depth {args.max_depth} is too deep: at most 64")
     if args.min_size is not None and args.max_size is not None and args.min_size > args.max_size:
@@ -117,7 +140,11 @@ def options(args: argparse.Namespace):
                    limits=Limits(max_depth=args.max_depth, max_allocs=args.max_allocs,
                                  max_sites=args.max_sites, min_size=args.min_size,
                                  max_size=args.max_size, track_age=args.min_age is not None,
-                                 mappings=args.mappings))
+                                 mappings=args.mappings, all_processes=args.all_processes,
+                                 default_mode=(C["MODE_OFF"] if args.comm is not None or args.cgroup is not None
+                                               else C["MODE_FULL"]) if args.all_processes else C["MODE_OFF"]),
+                   all_processes=args.all_processes, kernel_only=args.kernel_only,
+                   filters=Filters(comm=args.comm, cgroup=args.cgroup, exclude_pids=args.exclude_pid))
 
 
 def run(args: argparse.Namespace) -> int:

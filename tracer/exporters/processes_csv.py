@@ -16,10 +16,13 @@ from .. import diagnose
 from ..model import Snapshot
 from .sites_csv import open_for_append, protect
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 COLUMNS = ["schema_version", "timestamp", "host", "pid", "comm", "rss_anon_bytes", "heap_live_bytes",
            "allocator_retained_bytes", "mmap_live_bytes", "brk_heap_bytes", "arenas", "given_back_bytes",
-           "trimmable_bytes", "exited", "findings"]
+           "trimmable_bytes", "exited", "findings", "cgroup"]
+#: Columns a later schema version added: a file of an earlier one has none
+#: (read as "").
+ADDED = {"cgroup": 2}
 
 
 def path_for(sites_path: str) -> str:
@@ -58,7 +61,8 @@ class ProcessesCsv:
             row = [None] * 8 if m is None else [m.rss_anon, m.heap_live, m.retained, m.mmap_live,
                                                 m.brk_size, m.arenas, m.given_back, m.trimmable]
             self.w.writerow([SCHEMA_VERSION, ts, protect(self.host), pid, protect(p.comm),
-                             *map(_cell, row), int(p.exited), diagnose.codes(snap.findings, pid)])
+                             *map(_cell, row), int(p.exited), diagnose.codes(snap.findings, pid),
+                             protect(p.cgroup)])
             n += 1
         self._sync()
         return n
