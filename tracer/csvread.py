@@ -30,7 +30,7 @@ _COLUMNS = {SITES: sites_csv.COLUMNS, PROCESSES: processes_csv.COLUMNS}
 # What a file must have: the columns of its first schema version.
 _REQUIRED = {SITES: sites_csv.COLUMNS, PROCESSES: [c for c in processes_csv.COLUMNS if c not in processes_csv.ADDED]}
 _VERSION = {SITES: sites_csv.SCHEMA_VERSION, PROCESSES: processes_csv.SCHEMA_VERSION}
-_TEXT = {SITES: ["host", "comm", "callsite", "stack"], PROCESSES: ["host", "comm", "cgroup"]}
+_TEXT = {SITES: ["host", "comm", "callsite", "stack"], PROCESSES: ["host", "comm", "cgroup", "mode"]}
 _INTS = {SITES: ["pid", "live_bytes", "live_allocs", "alloc_bytes", "allocs", "frees"],
          PROCESSES: ["pid", "exited"]}
 _OPTIONAL = {PROCESSES: ["rss_anon_bytes", "heap_live_bytes", "allocator_retained_bytes", "mmap_live_bytes",

@@ -206,6 +206,8 @@ class ElfFile:
                 return f.read(n)
         except OSError as e:
             raise ElfError(f"{self.path}: cannot read: {e.strerror or e}") from e
+        except (ValueError, OverflowError) as e:  # an offset beyond any file (a corrupt header)
+            raise ElfError(f"{self.path}: a segment lies beyond the file ({e})") from e
 
     # -- address translation ----------------------------------------------
 

@@ -213,7 +213,7 @@ class Kernel:
 
     # -- maps --------------------------------------------------------------
     def _map(self, name: str):
-        return self.bpf[name]
+        return self.bpf[name.encode()]
 
     @staticmethod
     def _items(table) -> Iterator[tuple[bytes, bytes]]:

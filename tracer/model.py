@@ -45,6 +45,7 @@ class Process:
     exited: bool = False
     sites: list[Site] = field(default_factory=list)
     cgroup: str = ""   # its cgroup (--all), "" when not known
+    mode: str = ""     # --all: what the budget left traced of it ("" or "full": everything)
 
     @property
     def totals(self) -> SiteCounts:
@@ -66,6 +67,7 @@ class Snapshot:
     failed_allocs: int = 0
     memory: dict = field(default_factory=dict)          # pid -> breakdown.Memory
     findings: list = field(default_factory=list)        # diagnose.Finding, ranked
+    every: bool = False                                 # --all: every process, grouped in the views
 
     def site_index(self) -> dict[tuple, Site]:
         return {s.key: s for p in self.processes.values() for s in p.sites}
@@ -172,6 +174,39 @@ def process_growth(cur: Snapshot, prev: Snapshot | None) -> dict[int, int]:
         before = prev.processes.get(pid) if prev else None
         out[pid] = p.totals.live_bytes - (before.totals.live_bytes if before else 0)
     return out
+
+
+@dataclass(frozen=True)
+class GroupRow:
+    """Processes of one command name, or one cgroup (container), summed."""
+
+    name: str
+    processes: int
+    live_bytes: int
+    growth: int
+
+
+def groups(cur: Snapshot, prev: Snapshot | None, key: Callable[[Process], str]) -> list[GroupRow]:
+    """Live bytes and growth per group (``key``: a process's command name or
+    cgroup), biggest first."""
+    pg = process_growth(cur, prev)
+    acc: dict[str, list[int]] = {}
+    for pid, p in cur.processes.items():
+        a = acc.setdefault(key(p), [0, 0, 0])
+        a[0] += 1
+        a[1] += p.totals.live_bytes
+        a[2] += pg[pid]
+    rows = [GroupRow(k, n, live, g) for k, (n, live, g) in acc.items()]
+    rows.sort(key=lambda r: (-r.live_bytes, -r.growth, r.name))
+    return rows
+
+
+def growing(cur: Snapshot, prev: Snapshot | None, top: int) -> list[tuple[Process, int]]:
+    """The processes whose live bytes grew most since ``prev``."""
+    pg = process_growth(cur, prev)
+    rows = sorted(((p, pg[pid]) for pid, p in cur.processes.items() if pg[pid] > 0),
+                  key=lambda r: (-r[1], r[0].pid))
+    return rows[:top]
 
 
 @dataclass(frozen=True)

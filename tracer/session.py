@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Callable
 
-from . import diagnose, launch, layout, targets
+from . import budget, diagnose, launch, layout, release, targets
 from .allprocs import AllProcesses, Filters
 from .breakdown import HeapReport, Memory, breakdown, heap_rss, summarize
 from .census import HEAP_MAX_SIZE, census_process, mmapped_chunks
@@ -60,6 +60,7 @@ class Options:
     all_processes: bool = False   # --all
     filters: Filters = field(default_factory=Filters)
     kernel_only: bool = False     # --kernel-only: no uprobes
+    budget: float = 0.05          # --all: share of a process's CPU its probes may take (0: no limit)
 
 
 #: --all: exited processes kept with their final numbers (the oldest beyond
@@ -278,6 +279,10 @@ class Session:
         self._owners: dict[tuple[int, int], str] = {}   # (pid, caller) -> owner
         self._vm_next = 0.0                             # when to empty the ring buffer next
         self._alloc_files: set[str] = set()             # --all: allocator files probed (host paths)
+        self._breakpoints: list[release.Breakpoint] = []  # --all: where the probes sit, per file
+        self.modes: dict[int, str] = {}                 # --all: processes moved by the budget
+        self._stuck: set[int] = set()                   # --all: sampled, not to be released
+        self._cpu: dict[int, tuple[int, float]] = {}    # --all: (CPU ticks, when) at the last look
         self.everyone: AllProcesses | None = (AllProcesses(opts.filters, os.getpid())
                                               if opts.all_processes else None)
         self.pids: list[int] = []                       # the processes of the session so far
@@ -350,10 +355,18 @@ class Session:
     def _attach_file(self, kernel: Kernel, lib: targets.Library) -> None:
         """Probes on one allocator file, for every process mapping it."""
         self._alloc_files.add(os.path.realpath(lib.open_path))
+        elf = targets._elf(lib.open_path)
+        seen: set[int] = set()
         for pp in targets.plan_library(lib, -1):
             if self.o.verbose and not pp.probe.ret:
                 _log(f"heaptrace: {lib.path}: {pp.reason}")
             kernel.attach(pp.probe)
+            off = elf.file_offset(pp.probe.vaddr)
+            if lib.identity is not None and off not in seen:  # where the kernel puts its breakpoint
+                seen.add(off)
+                with open(lib.open_path, "rb") as f:
+                    f.seek(off)
+                    self._breakpoints.append(release.Breakpoint(lib.identity, off, f.read(1)))
 
     def _track(self, pid: int) -> None:
         """--all: a process joins the session (seen at start, or first seen
@@ -374,7 +387,7 @@ class Session:
         """--all: drop what the session knows of an ended process (its PID
         now names another one, or it is the oldest exited one kept)."""
         for d in (self.started, self.memory, self.census, self.cur_gen, self._measured, self.comms,
-                  self._event_comm):
+                  self._event_comm, self.modes, self._cpu):
             d.pop(pid, None)
         self.exited.discard(pid)
         self.exit_seen.discard(pid)
@@ -720,8 +733,69 @@ class Session:
             stats[name] = raw_stats[i]
         snap = build_snapshot(datetime.now(timezone.utc), sites, self.resolved, self.comms,
                               self.exited, stats, pids, mapped)
+        snap.every = self.everyone is not None
         self.diagnose(snap)
+        if self.everyone and self.o.budget > 0 and not self.o.kernel_only:
+            self._budget(kernel, snap)
+        for pid, mode in self.modes.items():
+            if pid in snap.processes:
+                snap.processes[pid].mode = mode
         return snap
+
+    def _budget(self, kernel: Kernel, snap: Snapshot) -> None:
+        """Move each process whose probes cost it more than the budget to a
+        cheaper mode (tracer.budget), and say so."""
+        now = time.monotonic()
+        tick = os.sysconf("SC_CLK_TCK")
+        prev = self.prev.processes if self.prev else {}
+        for pid, p in snap.processes.items():
+            mode = self.modes.get(pid, budget.FULL)
+            if pid in self.exited or mode == budget.RELEASED or pid in self._stuck:
+                continue
+            calls = sum(s.counts.allocs + s.counts.frees for s in p.sites if s.source == "malloc")
+            before = prev.get(pid)
+            done = calls - (sum(s.counts.allocs + s.counts.frees for s in before.sites if s.source == "malloc")
+                            if before else 0)
+            if done < budget.MIN_CALLS:
+                continue
+            f = _stat_fields(pid)
+            if not f or len(f) < 13:
+                continue
+            cpu = int(f[11]) + int(f[12])
+            last = self._cpu.get(pid)
+            self._cpu[pid] = (cpu, now)
+            if last is None:
+                continue
+            v = budget.judge(mode, done, (cpu - last[0]) / tick, now - last[1], self.o.budget)
+            if v is not None:
+                self._move(kernel, pid, v)
+
+    def _move(self, kernel: Kernel, pid: int, v: budget.Verdict) -> None:
+        who = f"pid {pid} ({safe(self.comms.get(pid, '?'))})"
+        why = (f"its probes took ~{v.share:.0%} of its CPU ({v.calls_per_s:,.0f} allocator calls/s; "
+               f"budget {self.o.budget:.0%})")
+        if v.mode == budget.SAMPLED:
+            kernel.add_target(pid, layout.C["MODE_SAMPLED"])
+            self.modes[pid] = budget.SAMPLED
+            _log(f"heaptrace: {who}: {why}: now 1 allocation in {layout.C['SAMPLE_EVERY']} is traced "
+                 "(its numbers are estimates from here)")
+            return
+        foreign = release.foreign_uprobes(self._breakpoints, os.getpid())
+        if foreign:
+            _log(f"heaptrace: {who}: {why}, but pid {foreign[0][0]} has a uprobe at the same place: "
+                 "left sampled (taking the breakpoints out would take that one's too)")
+            self._stuck.add(pid)  # not judged again
+            return
+        kernel.add_target(pid, layout.C["MODE_OFF"])
+        try:
+            n = release.remove(pid, release.addresses(read_maps(pid), self._breakpoints))
+        except (OSError, ProcessGone) as e:
+            _log(f"heaptrace: {who}: {why}, but its breakpoints could not be taken out ({e}): "
+                 "its allocator calls are no longer traced, each still hits a breakpoint")
+            n = 0
+        self.modes[pid] = budget.RELEASED
+        _log(f"heaptrace: {who}: {why}, sampled: {n} breakpoints taken out of it; it runs at full "
+             "speed, its malloc numbers stop here (mmap/brk go on)")
 
     # -- the per-process breakdown and the findings ------------------------
     def diagnose(self, snap: Snapshot) -> None:
@@ -822,6 +896,11 @@ class Session:
                         continue  # not selected
                 self._track(ev.tgid)
             elif self.everyone and ev.kind == layout.C["VM_EXEC"]:
+                self._stuck.discard(ev.tgid)
+                if self.modes.pop(ev.tgid, None) is not None:  # a new program: judged afresh
+                    kernel.add_target(ev.tgid, self.everyone.default_mode()
+                                      if not self.o.filters.selective else layout.C["MODE_FULL"])
+                    self._cpu.pop(ev.tgid, None)
                 self.everyone.on_exec(ev.tgid)
                 for lib in self.everyone.new_files(ev.tgid):
                     if not self.o.kernel_only:

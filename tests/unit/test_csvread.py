@@ -3,6 +3,7 @@ import pandas as pd
 import pytest
 
 from tracer import review
+from tracer import csvread
 from tracer.csvread import CsvError, open_csv
 from tracer.exporters.sites_csv import COLUMNS
 
@@ -109,3 +110,15 @@ def test_numbers_beyond_64_bits_are_a_clear_error(tmp_path):
     f = open_csv(write(tmp_path, HEADER + row(T[0], live=10 ** 30)), "sites")
     with pytest.raises(CsvError):
         f.read()
+
+
+def test_a_processes_csv_of_schema_1_is_read_with_the_later_columns_empty(tmp_path):
+    from tracer.exporters import processes_csv
+    v1 = [c for c in processes_csv.COLUMNS if c not in processes_csv.ADDED]
+    p = tmp_path / "old.processes.csv"
+    p.write_text(",".join(v1) + "\n" + "1,2026-01-01T00:00:00.000Z,h,7,svc,4096,1024,2048,0,,,,,0,leak\n")
+    f = csvread.open_csv(str(p))
+    df = f.read()
+    assert f.kind == csvread.PROCESSES and list(df["cgroup"]) == [""] and list(df["mode"]) == [""]
+    assert list(df["pid"]) == [7] and list(df["findings"]) == ["leak"]
+    assert list(f.read(["pid", "cgroup"])["cgroup"]) == [""]

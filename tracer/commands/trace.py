@@ -64,6 +64,16 @@ def _size(text: str) -> int:
     return v
 
 
+def _percent(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a percentage: {text!r} (e.g. 5)")
+    if not 0 <= v <= 100:
+        raise argparse.ArgumentTypeError(f"a percentage is between 0 and 100: {text!r}")
+    return v
+
+
 def prepare_parser(p: argparse.ArgumentParser) -> None:
     who = p.add_mutually_exclusive_group()
     who.add_argument("-p", "--pid", type=_pids, metavar="PID[,PID...]", help="trace these running processes")
@@ -76,6 +86,9 @@ def prepare_parser(p: argparse.ArgumentParser) -> None:
                    help="--all: only processes in this cgroup (a path prefix) or container (docker:0123456789ab)")
     p.add_argument("--exclude-pid", type=_pids, default=[], metavar="PID[,PID...]",
                    help="--all: not these processes (nor what they fork)")
+    p.add_argument("--budget", type=_percent, default=5.0, metavar="PERCENT",
+                   help="--all: a process whose probes cost it more than this share of its CPU is "
+                        "sampled, then released from its probes (default 5; 0: never)")
     p.add_argument("--kernel-only", action="store_true",
                    help="--all: no uprobes, only the kernel's mmap/brk/... events and /proc: the lowest cost")
     p.add_argument("interval", nargs="?", type=_positive(float), default=1.0,
@@ -143,7 +156,7 @@ def options(args: argparse.Namespace):
                                  mappings=args.mappings, all_processes=args.all_processes,
                                  default_mode=(C["MODE_OFF"] if args.comm is not None or args.cgroup is not None
                                                else C["MODE_FULL"]) if args.all_processes else C["MODE_OFF"]),
-                   all_processes=args.all_processes, kernel_only=args.kernel_only,
+                   all_processes=args.all_processes, kernel_only=args.kernel_only, budget=args.budget / 100,
                    filters=Filters(comm=args.comm, cgroup=args.cgroup, exclude_pids=args.exclude_pid))
 
 

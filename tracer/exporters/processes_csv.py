@@ -19,10 +19,10 @@ from .sites_csv import open_for_append, protect
 SCHEMA_VERSION = 2
 COLUMNS = ["schema_version", "timestamp", "host", "pid", "comm", "rss_anon_bytes", "heap_live_bytes",
            "allocator_retained_bytes", "mmap_live_bytes", "brk_heap_bytes", "arenas", "given_back_bytes",
-           "trimmable_bytes", "exited", "findings", "cgroup"]
+           "trimmable_bytes", "exited", "findings", "cgroup", "mode"]
 #: Columns a later schema version added: a file of an earlier one has none
 #: (read as "").
-ADDED = {"cgroup": 2}
+ADDED = {"cgroup": 2, "mode": 2}
 
 
 def path_for(sites_path: str) -> str:
@@ -62,7 +62,7 @@ class ProcessesCsv:
                                                 m.brk_size, m.arenas, m.given_back, m.trimmable]
             self.w.writerow([SCHEMA_VERSION, ts, protect(self.host), pid, protect(p.comm),
                              *map(_cell, row), int(p.exited), diagnose.codes(snap.findings, pid),
-                             protect(p.cgroup)])
+                             protect(p.cgroup), p.mode or "full"])
             n += 1
         self._sync()
         return n

@@ -12,7 +12,7 @@ from rich.text import Text
 
 from ..model import Snapshot, callsites, growth, process_growth
 from .fmt import human, safe
-from .plain import ranked
+from .plain import group_lines, ranked, state_of
 
 
 def renderable(snap: Snapshot, prev: Snapshot | None, *, top: int = 10, sites_per_process: int = 5,
@@ -30,6 +30,7 @@ def renderable(snap: Snapshot, prev: Snapshot | None, *, top: int = 10, sites_pe
         name = Text(safe(p.comm, 64), style="bold")
         if p.exited:
             name.append(" [exited]", style="dim")
+        name.append(state_of(p), style="yellow")
         t.add_row(str(p.pid), human(tot.live_bytes), f"{tot.live_allocs:,}",
                   Text(human(pg[p.pid], True), style="red" if pg[p.pid] > 0 else ""), name)
         for r in callsites(p, g)[:sites_per_process]:
@@ -41,6 +42,9 @@ def renderable(snap: Snapshot, prev: Snapshot | None, *, top: int = 10, sites_pe
         parts.append(memory_table(snap, top))
     if not snap.processes:
         parts.append(Text("no allocations seen yet"))
+    if snap.every:
+        for line in group_lines(snap, prev):
+            parts.append(Text(line, style="cyan", no_wrap=True, overflow="ellipsis"))
     for f in snap.findings[:top]:
         line = Text(f"{f.code} ", style="bold yellow")
         line.append(f"pid {f.pid} {safe(f.subject)}: {safe(f.evidence, 300)}")

@@ -6,7 +6,7 @@ from typing import TextIO
 
 from rich.cells import cell_len
 
-from ..model import Snapshot, callsites, growth, process_growth
+from ..model import Snapshot, callsites, groups, growing, growth, process_growth
 from .fmt import human, safe, shorten
 
 WIDTH = 80
@@ -29,7 +29,7 @@ def render(snap: Snapshot, prev: Snapshot | None, out: TextIO, *, top: int = 10,
     name_w = WIDTH - 44
     for p in ranked(snap, top):
         t = p.totals
-        state = " [exited]" if p.exited else ""
+        state = (" [exited]" if p.exited else "") + state_of(p)
         out.write(f"  {p.pid:>7} {human(t.live_bytes):>10} {t.live_allocs:>9,} {human(pg[p.pid], True):>11}"
                   f"  {shorten(safe(p.comm, 64), name_w - len(state))}{state}\n")
         m = snap.memory.get(p.pid)
@@ -38,11 +38,39 @@ def render(snap: Snapshot, prev: Snapshot | None, out: TextIO, *, top: int = 10,
         for r in callsites(p, g)[:top]:
             out.write(f"  {'':>7} {human(r.counts.live_bytes):>10} {r.counts.live_allocs:>9,} "
                       f"{human(r.growth, True):>11}    {shorten(safe(r.callsite), name_w - 2)}\n")
+    if snap.every:
+        render_groups(snap, prev, out)
     for f in snap.findings[:top]:
         out.write(f"  ! {shorten(safe(f.code + ' ' + str(f.pid) + ': ' + f.subject), WIDTH - 4)}\n")
     for reason, n in sorted(snap.lost.items()):
         out.write(f"  LOST: {n:,} {reason}\n")
     out.flush()
+
+
+def group_lines(snap: Snapshot, prev: Snapshot | None, top: int = 3) -> list[str]:
+    """--all: who grows fastest, and the biggest command names and cgroups."""
+    out = []
+    fast = growing(snap, prev, top)
+    if fast:
+        out.append("growing: " + ", ".join(f"{p.pid} {shorten(safe(p.comm, 64), 16)} {human(g, True)}"
+                                           for p, g in fast))
+    for label, key in (("by command", lambda p: p.comm), ("by cgroup", lambda p: p.cgroup or "?")):
+        rows = groups(snap, prev, key)[:top]
+        if rows and (len(rows) > 1 or rows[0].processes > 1):
+            out.append(f"{label}: " + ", ".join(
+                f"{shorten(safe(r.name, 200), 28)} ({r.processes}) {human(r.live_bytes)}"
+                + (f" {human(r.growth, True)}" if r.growth else "") for r in rows))
+    return out
+
+
+def render_groups(snap: Snapshot, prev: Snapshot | None, out: TextIO) -> None:
+    for line in group_lines(snap, prev):
+        out.write(f"  {shorten(line, WIDTH - 2)}\n")
+
+
+def state_of(p) -> str:
+    """What the budget left traced of a process (--all), for its name."""
+    return {"sampled": " [sampled]", "released": " [probes off]"}.get(p.mode, "")
 
 
 def memory_line(m) -> str:
