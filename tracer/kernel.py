@@ -304,6 +304,30 @@ class Kernel:
             except Exception:
                 pass  # the queue is full: the slot stays unused
 
+    def sweep_allocs(self, dead: set[tuple[int, int]]) -> int:
+        """Delete the block records of processes that ended, by (tgid, gen):
+        blocks they never freed, which no free can match any more. O(live
+        blocks): done now and then, not every interval. The number deleted."""
+        table = self._map("allocs")
+        ksize = ctypes.sizeof(table.Key)
+        doomed = []
+        for k, _v in self._items(table):
+            if (int.from_bytes(k[0:4], "little"), int.from_bytes(k[4:8], "little")) in dead:
+                doomed.append(k)
+        for i in range(0, len(doomed), 65536):
+            part = doomed[i:i + 65536]
+            keys = (table.Key * len(part))(*[table.Key.from_buffer_copy(k) for k in part])
+            try:
+                table.items_delete_batch(keys)
+            except Exception:  # no batch deletion: one at a time
+                for k in keys:
+                    try:
+                        del table[k]
+                    except KeyError:
+                        pass
+        assert ksize == layout.KEY.size
+        return len(doomed)
+
     def open_vm_events(self, callback: Callable[[bytes], None]) -> None:
         """Each VM syscall event, as raw struct vm_event bytes, to callback."""
         def on_event(_ctx, data, size):

@@ -290,6 +290,8 @@ class Session:
         self.exit_order: deque[int] = deque()           # --all: exited processes, oldest first
         self._measured: dict[int, tuple] = {}           # --all: pid -> (live bytes, interval) of its breakdown
         self._n = 0                                     # intervals drained
+        self._dead: set[tuple[int, int]] = set()        # (tgid, gen) retired since the last sweep
+        self._stale = 0                                 # their blocks still recorded (about)
         self._event_comm: dict[int, str] = {}           # names the exec/exit events carried
 
     # -- signals -------------------------------------------------------------
@@ -383,9 +385,17 @@ class Session:
             if not self.o.kernel_only:
                 self._attach_file(self.kernel, lib)
 
-    def _forget(self, pid: int) -> None:
-        """--all: drop what the session knows of an ended process (its PID
-        now names another one, or it is the oldest exited one kept)."""
+    def _forget(self, *pids: int) -> None:
+        """--all: drop what the session knows of ended processes (a PID
+        that now names another one, or the oldest exited ones kept)."""
+        for pid in pids:
+            self._forget_one(pid)
+        gone = set(pids)
+        self._owners = {k: v for k, v in self._owners.items() if k[0] not in gone}
+        self.resolved = {k: v for k, v in self.resolved.items() if k[0] not in gone}
+        self._realpaths = {k: v for k, v in self._realpaths.items() if k[0] not in gone}
+
+    def _forget_one(self, pid: int) -> None:
         for d in (self.started, self.memory, self.census, self.cur_gen, self._measured, self.comms,
                   self._event_comm, self.modes, self._cpu):
             d.pop(pid, None)
@@ -397,8 +407,6 @@ class Session:
         self.mappings.forget(pid)
         self.symbols.forget(pid)
         self.everyone.forget(pid)
-        self._owners = {k: v for k, v in self._owners.items() if k[0] != pid}
-        self.resolved = {k: v for k, v in self.resolved.items() if k[0] != pid}
 
     def _seed_mappings(self, pid: int, exec_: bool = False) -> None:
         """Anonymous mappings that exist before tracing: known, owner unknown."""
@@ -684,16 +692,26 @@ class Session:
                 pid = self.exit_order.popleft()
                 if pid in self.exited:
                     dropped.add(pid)
-                    self._forget(pid)
+            self._forget(*dropped)
         keep, retire = [], []
         for k, slot, v in raw:
             tgid, gen, _ = layout.decode_owned_key(k)
             if tgid in dropped or gen != self.cur_gen.get(tgid):
                 retire.append((k, slot))
+                self._dead.add((tgid, gen))
+                self._stale += max(0, layout.decode_site(v).live_allocs)
             else:
                 keep.append((k, slot, v))
         if retire:
             kernel.retire(retire)
+        if self._stale > kernel.limits.max_allocs // 10:
+            # Blocks the ended processes never freed fill the allocs map:
+            # sweep them out (they would otherwise stay to the end).
+            t = time.monotonic()
+            n = kernel.sweep_allocs(self._dead)
+            if self.o.verbose:
+                _log(f"heaptrace: {n:,} records of ended processes swept in {time.monotonic() - t:.2f} s")
+            self._dead, self._stale = set(), 0
         return keep
 
     def drain(self, kernel: Kernel, pids: list[int]) -> Snapshot:
