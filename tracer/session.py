@@ -737,6 +737,8 @@ class Session:
         for tgid in {t for t, _ in fresh}:
             if tgid not in self.exited:
                 self.comms[tgid] = read_comm(tgid) or self._event_comm.get(tgid) or self.comms.get(tgid, "?")
+                if self.everyone:  # (-p/-c re-read the maps every tick; --all when there is something new)
+                    self.symbols.refresh(tgid)
         for tgid, stack in fresh:
             raw = kernel.read_stack(tgid, stack)
             ips = layout.decode_stack(raw, kernel.limits.max_depth) if raw else ()

@@ -28,6 +28,17 @@ def run(capsys, *argv):
     (["-c", ""], "needs a command"),
     (["-c", "'unbalanced"], "cannot parse"),
     (["--no-such-option"], "unrecognized"),
+    (["--all", "-p", "1"], "not allowed with"),
+    (["-p", "1", "--comm", "svc"], "--comm goes with --all"),
+    (["-p", "1", "--kernel-only"], "--kernel-only goes with --all"),
+    (["-c", "true", "--exclude-pid", "5"], "--exclude-pid goes with --all"),
+    (["--all", "--comm", "svc("], "not a regular expression"),
+    (["--all", "--exclude-pid", "x"], "not a process ID"),
+    (["--all", "--budget", "-1"], "between 0 and 100"),
+    (["--all", "--budget", "101"], "between 0 and 100"),
+    (["--all", "--budget", "nan"], "between 0 and 100"),
+    (["--all", "--budget", "lots"], "not a percentage"),
+    (["--all", "--kernel-only", "--no-mappings"], "cannot go with --no-mappings"),
 ])
 def test_bad_arguments(capsys, argv, needle):
     code, _, err = run(capsys, *argv)
