@@ -103,7 +103,7 @@ class AllProcesses:
                 continue
             if ident in self._not_allocator or not candidate(m.path):
                 continue
-            lib = classify_candidate(host_path(pid, m.path, self.proc), m.path, ident)
+            lib = classify_candidate(host_path(pid, m.path, self.proc, ident), m.path, ident)
             if lib is None:
                 self._not_allocator.add(ident)
                 continue

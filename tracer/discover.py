@@ -134,7 +134,7 @@ def allocator_files(pids: Iterable[int], proc: str = "/proc",
                 continue
             ident = (m.dev, m.inode)
             if ident not in seen:
-                lib = classify_fn(host_path(pid, m.path, proc), m.path, ident)
+                lib = classify_fn(host_path(pid, m.path, proc, ident), m.path, ident)
                 seen[ident] = lib is not None
                 if lib is not None:
                     out[ident] = AllocatorFile(ident, lib)

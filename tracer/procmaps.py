@@ -195,19 +195,35 @@ def read_comm(pid: int, proc: str = "/proc") -> str:
     return data.decode("utf-8", errors="replace").removesuffix("\n")
 
 
-def host_path(pid: int, path: str, proc: str = "/proc") -> str:
-    """``path`` as seen from the target's mount namespace (e.g. a container).
+def host_path(pid: int, path: str, proc: str = "/proc", identity: tuple | None = None) -> str:
+    """A path heaptrace can open for the file a process maps as ``path``.
 
-    Only meaningful while the process is alive.
+    ``/proc/PID/maps`` names a file as seen from heaptrace's root when it can
+    be reached from there (a chroot: the whole host path), else as seen in
+    the process's own mount namespace (a container: ``/lib/...``, opened
+    through ``/proc/PID/root``). With the file's ``identity`` ((major,
+    minor), inode) from the maps line, the candidate that is that file wins;
+    without it, or if none is, ``/proc/PID/root`` + ``path``. Only
+    meaningful while the process is alive.
     """
-    return f"{proc}/{pid}/root{path}"
+    through_root = f"{proc}/{pid}/root{path}"
+    if identity is None:
+        return through_root
+    for candidate in (through_root, path):
+        try:
+            st = os.stat(candidate)
+        except OSError:
+            continue
+        if ((os.major(st.st_dev), os.minor(st.st_dev)), st.st_ino) == tuple(identity):
+            return candidate
+    return through_root
 
 
-def real_host_path(pid: int, path: str, proc: str = "/proc") -> str:
+def real_host_path(pid: int, path: str, proc: str = "/proc", identity: tuple | None = None) -> str:
     """The file's canonical path as heaptrace sees it: the /proc/PID/root link
     resolved now, so it stays valid after the process exits. Falls back to
     ``path`` itself when the process is already gone."""
     try:
-        return os.path.realpath(host_path(pid, path, proc), strict=True)
+        return os.path.realpath(host_path(pid, path, proc, identity), strict=True)
     except OSError:
         return path

@@ -35,12 +35,13 @@ from .kernel import Kernel, Limits, remove_stale_uprobe_events
 from .model import ResolvedStack, Snapshot, apply_min_age, build_snapshot, resolve_stack
 from .procmaps import ProcessGone, read_comm, read_maps, read_rss_anon, read_smaps_rss, real_host_path
 from .symbolize import Symbolizer
-from .vmmap import Region
+from .vmmap import Region, is_error
 from .vmtrack import MappingTracker
 from .views import plain
 from .views.fmt import safe
 
 _MIN_STEP = timedelta(milliseconds=2)
+PROT_EXEC = 4
 STAT_NAMES = {layout.C["STAT_UNKNOWN_FREE"]: "unknown_frees", layout.C["STAT_FAILED_ALLOC"]: "failed_allocs"}
 
 
@@ -291,6 +292,9 @@ class Session:
         self._measured: dict[int, tuple] = {}           # --all: pid -> (live bytes, interval) of its breakdown
         self._n = 0                                     # intervals drained
         self._dead: set[tuple[int, int]] = set()        # (tgid, gen) retired since the last sweep
+        self._execd: set[int] = set()                   # exec'd since the last drain
+        self._early_exits: dict[int, int] = {}          # --all: exited before first seen -> interval
+        self._check_files: set[int] = set()             # --all: mapped an executable file this tick
         self._stale = 0                                 # their blocks still recorded (about)
         self._event_comm: dict[int, str] = {}           # names the exec/exit events carried
 
@@ -376,6 +380,10 @@ class Session:
         if pid in self.started and pid not in self.exited:
             return
         self.pids.append(pid)
+        if self._early_exits.pop(pid, None) is not None:  # it ended before it was first seen
+            self.exit_seen.add(pid)
+            self.exited.add(pid)
+            self.exit_order.append(pid)
         self.started[pid] = _start_time(pid)
         self.comms[pid] = read_comm(pid) or self._event_comm.get(pid) or self.comms.get(pid, "?")
         self.symbols.refresh(pid)
@@ -677,15 +685,19 @@ class Session:
             gens.setdefault(tgid, set()).add(gen)
         live = None
         for tgid, seen in gens.items():
-            if len(seen) > 1 or self.cur_gen.get(tgid, next(iter(seen))) not in seen:
+            cur = self.cur_gen.get(tgid)
+            if tgid in self._execd or len(seen) > 1 or cur not in seen:
                 if live is None:
                     live = kernel.gens()
-                if tgid in live and live[tgid] in seen:
+                if tgid in live:
+                    # (after an exec, maybe a gen not seen: the program
+                    # before it has ended, the new one allocated nothing yet)
                     self.cur_gen[tgid] = live[tgid]
-                elif self.cur_gen.get(tgid) not in seen:
-                    self.cur_gen[tgid] = max(seen)  # (gone, never seen before: any one)
-            else:
-                self.cur_gen.setdefault(tgid, next(iter(seen)))
+                elif tgid in self._execd:
+                    self.cur_gen[tgid] = -1  # exec'd, then gone: every site ended
+                elif cur not in seen:
+                    self.cur_gen[tgid] = max(seen)  # from before the session, or gone
+        self._execd.clear()
         dropped: set[int] = set()
         if self.everyone:
             while len(self.exit_order) > MAX_EXITED:
@@ -715,6 +727,9 @@ class Session:
         return keep
 
     def drain(self, kernel: Kernel, pids: list[int]) -> Snapshot:
+        if self._early_exits:  # a PID used again later is another process
+            self._early_exits = {p: n for p, n in self._early_exits.items() if self._n - n < 3}
+        self._vm_events(kernel)  # first: an exec or exit seen now applies to the sites read next
         sites = []
         by_slot = {}
         for k, slot, v in self._current(kernel.read_sites(), kernel):
@@ -730,7 +745,6 @@ class Session:
                 size, slot, ts = layout.decode_alloc(v)
                 blocks.append((layout.decode_key(k)[0], size, by_slot.get(slot, -1), ts))
             sites = apply_min_age(sites, blocks, now, int(self.o.min_age * 1e9))
-        self._vm_events(kernel)
         mapped = [(pid, stack, c) for pid in list(self.mappings.maps) for stack, c in self.mappings.rows(pid)]
         fresh = {(t, s) for t, s, _ in sites + mapped if (t, s) not in self.resolved}
         # (_check_targets re-reads the maps of live targets every poll tick.)
@@ -907,7 +921,10 @@ class Session:
                 self._forget(ev.tgid)  # its PID used again: another process
             if self.everyone and ev.tgid not in self.started:
                 if ev.kind == layout.C["VM_EXIT"]:
-                    continue  # never seen doing anything
+                    # Not seen doing anything yet: its sites may still come
+                    # (a child that only malloc'd): it is then an exited one.
+                    self._early_exits[ev.tgid] = self._n
+                    continue
                 if ev.kind == layout.C["VM_EXEC"]:
                     mode = self.everyone.on_exec(ev.tgid)
                     if mode is not None:
@@ -926,6 +943,7 @@ class Session:
                     if not self.o.kernel_only:
                         self._attach_file(kernel, lib)
             if ev.kind == layout.C["VM_EXEC"]:
+                self._execd.add(ev.tgid)
                 self._seed_mappings(ev.tgid, exec_=True)
                 self._owners = {k: v for k, v in self._owners.items() if k[0] != ev.tgid}
                 self.census.pop(ev.tgid, None)
@@ -935,6 +953,15 @@ class Session:
                 self.exit_seen.add(ev.tgid)
             else:
                 self.mappings.apply(ev, self._owner(ev.tgid, ev.caller))
+                if (self.everyone and ev.kind == layout.C["VM_MMAP"] and ev.args[2] & PROT_EXEC
+                        and not is_error(ev.ret) and ev.args[4] < 1 << 31):
+                    self._check_files.add(ev.tgid)  # a library mapped (ld.so, dlopen): an allocator?
+        for pid in self._check_files:
+            if pid not in self.exited:
+                for lib in self.everyone.new_files(pid):
+                    if not self.o.kernel_only:
+                        self._attach_file(kernel, lib)
+        self._check_files.clear()
         self._vm_next = t + (time.monotonic() - t) / VM_CPU_SHARE
 
     def _in_allocator(self, pid: int, ip: int) -> bool:

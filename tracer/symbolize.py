@@ -140,7 +140,7 @@ class Symbolizer:
         else:
             # realpath: the /proc/PID/root link resolved now, so the file stays
             # reachable after this process exits (other processes share it).
-            candidates = list(dict.fromkeys([real_host_path(pid, m.path, self._proc), m.path]))
+            candidates = list(dict.fromkeys([real_host_path(pid, m.path, self._proc, (m.dev, m.inode)), m.path]))
         for path in candidates:
             try:
                 elf = self._open_elf(path)

@@ -129,7 +129,7 @@ def libraries_of_pid(pid: int, proc: str = "/proc") -> list[Library]:
         if ident in seen:
             continue
         seen.add(ident)
-        lib = classify(host_path(pid, m.path, proc), m.path, ident)
+        lib = classify(host_path(pid, m.path, proc, ident), m.path, ident)
         if lib:
             out.append(lib)
     return out

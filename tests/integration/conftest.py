@@ -103,6 +103,12 @@ def programs(tmp_path_factory) -> dict[str, str]:
                     '"hostile_nl_placeholder=$(printf "line1\\nline2[bold]")" "$1"',
                     "sh", str(out / "hostile"), str(PROGRAMS / "hostile.c")],
     }
+    # --all (test_all.py): one source, three programs: two names (an exec from
+    # one to the other changes the process's name) and a static one (its
+    # malloc is in its executable: --all does not trace it).
+    for name, flags in (("allproc", []), ("allproc2", []), ("allstatic", ["-static"])):
+        builds[name] = ["gcc", "-O1", "-fno-omit-frame-pointer", *flags, "-o", str(out / name),
+                        str(PROGRAMS / "allproc.c")]
     for name in ("leak", "mmapleak", "retention", "arenas"):  # the demo's workloads
         builds[name] = ["gcc", "-O1", "-fno-omit-frame-pointer", "-pthread", "-o", str(out / name),
                         str(ROOT / "tracer" / "workloads" / f"{name}.c")]
@@ -263,6 +269,9 @@ class Heaptrace(Proc):
     def wait_tracing(self, timeout: float = TRACING_TIMEOUT) -> str:
         i = self.wait_line("err", lambda l: l.startswith("Tracing"), timeout, what="the 'Tracing' line")
         self.tracing_line = self.err[i]
+        if self.tracing_line.startswith("Tracing every process"):  # --all: no list of PIDs
+            self.traced = []
+            return self.tracing_line
         m = re.search(r"\(([\d, ]+)\)", self.tracing_line)
         assert m, f"no PIDs in {self.tracing_line!r}"
         self.traced = [int(x) for x in m.group(1).split(",")]
