@@ -27,7 +27,8 @@ from . import budget, diagnose, launch, layout, release, targets
 from .allprocs import AllProcesses, Filters
 from .breakdown import HeapReport, Memory, breakdown, heap_rss, summarize
 from .census import HEAP_MAX_SIZE, census_process, mmapped_chunks
-from .errors import OutputError, TargetError
+from .elfsyms import ElfError
+from .errors import MissingFeature, OutputError, TargetError
 from .exporters import processes_csv
 from .exporters.processes_csv import ProcessesCsv
 from .exporters.sites_csv import SitesCsv
@@ -359,20 +360,26 @@ class Session:
                 return
 
     def _attach_file(self, kernel: Kernel, lib: targets.Library) -> None:
-        """Probes on one allocator file, for every process mapping it."""
+        """Probes on one allocator file, for every process mapping it. A file
+        that cannot be probed (gone, unreadable, refused) is named and left
+        out; the session goes on with the others."""
         self._alloc_files.add(os.path.realpath(lib.open_path))
-        elf = targets._elf(lib.open_path)
-        seen: set[int] = set()
-        for pp in targets.plan_library(lib, -1):
-            if self.o.verbose and not pp.probe.ret:
-                _log(f"heaptrace: {lib.path}: {pp.reason}")
-            kernel.attach(pp.probe)
-            off = elf.file_offset(pp.probe.vaddr)
-            if lib.identity is not None and off not in seen:  # where the kernel puts its breakpoint
-                seen.add(off)
-                with open(lib.open_path, "rb") as f:
+        try:
+            elf = targets._elf(lib.open_path)
+            planned = targets.plan_library(lib, -1)
+            for pp in planned:
+                if self.o.verbose and not pp.probe.ret:
+                    _log(f"heaptrace: {lib.path}: {pp.reason}")
+                kernel.attach(pp.probe)
+            points = {elf.file_offset(pp.probe.vaddr) for pp in planned}
+            with open(lib.open_path, "rb") as f:  # where the kernel puts its breakpoints
+                for off in sorted(points):
                     f.seek(off)
-                    self._breakpoints.append(release.Breakpoint(lib.identity, off, f.read(1)))
+                    if lib.identity is not None:
+                        self._breakpoints.append(release.Breakpoint(lib.identity, off, f.read(1)))
+        except (OSError, ElfError, MissingFeature) as e:
+            _log(f"heaptrace: {safe(lib.path)} (an allocator file) cannot be probed: {safe(str(e))}; "
+                 "the processes using it are not traced")
 
     def _track(self, pid: int) -> None:
         """--all: a process joins the session (seen at start, or first seen
