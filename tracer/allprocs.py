@@ -85,13 +85,15 @@ class AllProcesses:
                 modes[p.pid] = MODE_OFF   # excluded
         return modes, traced
 
-    def new_files(self, pid: int) -> list[targets.Library]:
-        """Allocator files ``pid`` maps that no probe covers yet (each file
-        read once, whoever maps it); marks the process glibc's if it is."""
-        try:
-            maps = read_maps(pid, self.proc)
-        except (ProcessGone, PermissionError):
-            return []
+    def new_files(self, pid: int, maps: list | None = None) -> list[targets.Library]:
+        """Allocator files ``pid`` maps (``maps``, or read now) that no probe
+        covers yet (each file read once, whoever maps it); marks the process
+        glibc's if it is."""
+        if maps is None:
+            try:
+                maps = read_maps(pid, self.proc)
+            except (ProcessGone, PermissionError):
+                return []
         out = []
         for m in maps:
             if not m.executable or not m.path.startswith("/"):

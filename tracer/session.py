@@ -69,8 +69,12 @@ class Options:
 #: are forgotten, in the kernel too: their sites' slots are used again).
 MAX_EXITED = 100
 #: --all: per-process breakdowns (smaps, census) made per interval at most;
-#: the others keep their last one.
-BREAKDOWNS_PER_INTERVAL = 20
+#: the others keep their last one. They take at most BREAKDOWN_SHARE of a
+#: core; one whose live bytes did not change is made again after
+#: REFRESH_INTERVALS.
+BREAKDOWNS_PER_INTERVAL = 8
+BREAKDOWN_SHARE = 0.01
+REFRESH_INTERVALS = 300
 
 
 def _stat_fields(pid: int) -> list[bytes] | None:
@@ -291,6 +295,7 @@ class Session:
         self.cur_gen: dict[int, int] = {}               # tgid -> incarnation shown
         self.exit_order: deque[int] = deque()           # --all: exited processes, oldest first
         self._measured: dict[int, tuple] = {}           # --all: pid -> (live bytes, interval) of its breakdown
+        self._bd_next = 0.0                             # --all: when breakdowns may be made again
         self._n = 0                                     # intervals drained
         self._dead: set[tuple[int, int]] = set()        # (tgid, gen) retired since the last sweep
         self._execd: set[int] = set()                   # exec'd since the last drain
@@ -393,10 +398,14 @@ class Session:
             self.exit_order.append(pid)
         self.started[pid] = _start_time(pid)
         self.comms[pid] = read_comm(pid) or self._event_comm.get(pid) or self.comms.get(pid, "?")
-        self.symbols.refresh(pid)
+        try:
+            maps = read_maps(pid)  # once, for the three below
+        except (ProcessGone, PermissionError):
+            return
+        self.symbols.refresh(pid, maps)
         if self.o.limits.mappings:
-            self._seed_mappings(pid)
-        for lib in self.everyone.new_files(pid):  # a container's own libc, say
+            self._seed_mappings(pid, maps=maps)
+        for lib in self.everyone.new_files(pid, maps):  # a container's own libc, say
             if not self.o.kernel_only:
                 self._attach_file(self.kernel, lib)
 
@@ -423,12 +432,13 @@ class Session:
         self.symbols.forget(pid)
         self.everyone.forget(pid)
 
-    def _seed_mappings(self, pid: int, exec_: bool = False) -> None:
+    def _seed_mappings(self, pid: int, exec_: bool = False, maps: list | None = None) -> None:
         """Anonymous mappings that exist before tracing: known, owner unknown."""
-        try:
-            maps = read_maps(pid)
-        except (ProcessGone, PermissionError):
-            return
+        if maps is None:
+            try:
+                maps = read_maps(pid)
+            except (ProcessGone, PermissionError):
+                return
         regions = [Region(m.start, m.end, ("r" in m.perms) | ("w" in m.perms) << 1 | ("x" in m.perms) << 2)
                    for m in maps if m.path in ("", "[heap]") and m.start < m.end]
         heap = [m.end for m in maps if m.path == "[heap]"]
@@ -841,11 +851,15 @@ class Session:
     # -- the per-process breakdown and the findings ------------------------
     def diagnose(self, snap: Snapshot) -> None:
         self._n += 1
-        for pid in self._due(snap):
+        t = time.monotonic()
+        due = self._due(snap)
+        for pid in due:
             p = snap.processes[pid]
             m = self._memory(pid, p.live_bytes("malloc"), p.live_bytes("mmap"))
             if m is not None:
                 self.memory[pid] = m
+        if self.everyone and due:
+            self._bd_next = t + (time.monotonic() - t) / BREAKDOWN_SHARE
         for pid, p in snap.processes.items():
             if pid in self.memory:
                 snap.memory[pid] = self.memory[pid]
@@ -860,23 +874,32 @@ class Session:
 
     def _due(self, snap: Snapshot) -> list[int]:
         """The live processes whose breakdown is made this interval: every
-        one with -p/-c; with --all, those whose live bytes changed or whose
-        breakdown is ten intervals old, the biggest first, at most
-        BREAKDOWNS_PER_INTERVAL (a breakdown reads /proc/PID/smaps)."""
+        one with -p/-c. With --all, a breakdown (smaps, maybe a heap census)
+        may take BREAKDOWN_SHARE of a core at most: after a batch that took
+        t seconds the next one waits t / BREAKDOWN_SHARE. A batch holds at
+        most BREAKDOWNS_PER_INTERVAL processes: those whose live bytes
+        changed, the biggest change first, then those never measured or
+        measured REFRESH_INTERVALS ago."""
         live = [pid for pid in snap.processes if pid not in self.exited]
         if not self.everyone:
             return live
-        due = []
+        if time.monotonic() < self._bd_next:
+            return []
+        changed, stale = [], []
         for pid in live:
             p = snap.processes[pid]
             held = p.live_bytes("malloc") + p.live_bytes("mmap")
             last = self._measured.get(pid)
-            if last is None or last[0] != held or self._n - last[1] >= 10:
-                due.append((held, pid))
-        due.sort(reverse=True)
-        out = [pid for _, pid in due[:BREAKDOWNS_PER_INTERVAL]]
-        for held, pid in due[:BREAKDOWNS_PER_INTERVAL]:
+            if last is not None and last[0] != held:
+                changed.append((-abs(held - last[0]), pid, held))
+            elif last is None or self._n - last[1] >= REFRESH_INTERVALS:
+                stale.append((last[1] if last else -1, pid, held))
+        changed.sort()
+        stale.sort()
+        out = []
+        for _, pid, held in (changed + stale)[:BREAKDOWNS_PER_INTERVAL]:
             self._measured[pid] = (held, self._n)
+            out.append(pid)
         return out
 
     def _memory(self, pid: int, probe_live: int, mmap_live: int = 0) -> Memory | None:

@@ -53,15 +53,16 @@ class Symbolizer:
         self._elves: dict[Hashable, ElfFile] = {}  # by file identity
         self._failed: set[tuple[Hashable, int]] = set()  # (file, pid) that could not be opened
 
-    def refresh(self, pid: int) -> None:
-        """(Re)read the executable mappings of ``pid``.
+    def refresh(self, pid: int, maps: list[Mapping] | None = None) -> None:
+        """(Re)read the executable mappings of ``pid`` (or take ``maps``, just
+        read by the caller).
 
         If the process is gone or unreadable (or a zombie with an empty map),
         the last known mappings are kept so its stacks still symbolize.
         Cached frames of ``pid`` are dropped when its mappings changed.
         """
         try:
-            new = _PidMaps(read_maps(pid, self._proc))
+            new = _PidMaps(read_maps(pid, self._proc) if maps is None else maps)
         except (ProcessGone, OSError):
             self._maps.setdefault(pid, _PidMaps([]))
             return
