@@ -49,9 +49,15 @@ class Process:
 
     @property
     def totals(self) -> SiteCounts:
+        """All its sites summed (kept until a site is added: the views ask
+        for it many times an interval)."""
+        cached = self.__dict__.get("_totals")
+        if cached is not None and cached[0] == len(self.sites):
+            return cached[1]
         t = ZERO
         for s in self.sites:
             t = t + s.counts
+        self.__dict__["_totals"] = (len(self.sites), t)
         return t
 
     def live_bytes(self, source: str) -> int:
