@@ -274,6 +274,16 @@ class Kernel:
         except KeyError:
             return None
 
+    def forget_stacks(self, keys: list[tuple[int, int]]) -> None:
+        """Delete stored stacks, by (tgid, stack hash): those of processes
+        that ended (the stacks map would fill with them otherwise)."""
+        stacks = self._map("stacks")
+        for tgid, stack in keys:
+            try:
+                del stacks[stacks.Key.from_buffer_copy(layout.KEY.pack(tgid, 0, stack))]
+            except KeyError:
+                pass
+
     def add_target(self, tgid: int, mode: int = layout.C["MODE_FULL"]) -> None:
         """Set what is traced of this process (MODE_*): with -p/-c, let the
         VM tracepoints see it; with --all, also the uprobes."""

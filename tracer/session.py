@@ -298,6 +298,7 @@ class Session:
         self._bd_next = 0.0                             # --all: when breakdowns may be made again
         self._n = 0                                     # intervals drained
         self._dead: set[tuple[int, int]] = set()        # (tgid, gen) retired since the last sweep
+        self._stack_keys: dict[int, set[int]] = {}      # --all: stacks stored for each process
         self._execd: set[int] = set()                   # exec'd since the last drain
         self._early_exits: dict[int, int] = {}          # --all: exited before first seen -> interval
         self._check_files: set[int] = set()             # --all: mapped an executable file this tick
@@ -415,6 +416,9 @@ class Session:
         for pid in pids:
             self._forget_one(pid)
         gone = set(pids)
+        stacks = [(pid, st) for pid in gone for st in self._stack_keys.pop(pid, ())]
+        if stacks and self.kernel is not None:
+            self.kernel.forget_stacks(stacks)
         self._owners = {k: v for k, v in self._owners.items() if k[0] not in gone}
         self.resolved = {k: v for k, v in self.resolved.items() if k[0] not in gone}
         self._realpaths = {k: v for k, v in self._realpaths.items() if k[0] not in gone}
@@ -747,12 +751,16 @@ class Session:
         if self._early_exits:  # a PID used again later is another process
             self._early_exits = {p: n for p, n in self._early_exits.items() if self._n - n < 3}
         self._vm_events(kernel)  # first: an exec or exit seen now applies to the sites read next
+        if self.everyone:
+            self._check_targets(pids)  # (exits to exit_order, trimmed by _current)
         sites = []
         by_slot = {}
         for k, slot, v in self._current(kernel.read_sites(), kernel):
             tgid, stack = layout.decode_key(k)
             by_slot[slot] = stack
             sites.append((tgid, stack, layout.decode_site(v)))
+            if self.everyone:
+                self._stack_keys.setdefault(tgid, set()).add(stack)
             if self.everyone and tgid not in self.started:
                 self._track(tgid)
         if self.o.min_age is not None:
@@ -983,6 +991,8 @@ class Session:
                 self.exit_seen.add(ev.tgid)
             else:
                 self.mappings.apply(ev, self._owner(ev.tgid, ev.caller))
+                if self.everyone and ev.stack:
+                    self._stack_keys.setdefault(ev.tgid, set()).add(ev.stack)
                 if (self.everyone and ev.kind == layout.C["VM_MMAP"] and ev.args[2] & PROT_EXEC
                         and not is_error(ev.ret) and ev.args[4] < 1 << 31):
                     self._check_files.add(ev.tgid)  # a library mapped (ld.so, dlopen): an allocator?
