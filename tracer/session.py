@@ -737,7 +737,7 @@ class Session:
                 keep.append((k, slot, v))
         if retire:
             kernel.retire(retire)
-        if self._stale > kernel.limits.max_allocs // 10:
+        if self._stale > kernel.limits.max_allocs // 10 or len(self._dead) > 20_000:
             # Blocks the ended processes never freed fill the allocs map:
             # sweep them out (they would otherwise stay to the end).
             t = time.monotonic()
@@ -750,6 +750,8 @@ class Session:
     def drain(self, kernel: Kernel, pids: list[int]) -> Snapshot:
         if self._early_exits:  # a PID used again later is another process
             self._early_exits = {p: n for p, n in self._early_exits.items() if self._n - n < 3}
+        if len(self._event_comm) > 2 * len(self.started) + 1000:  # names of processes never tracked
+            self._event_comm = {p: c for p, c in self._event_comm.items() if p in self.started}
         self._vm_events(kernel)  # first: an exec or exit seen now applies to the sites read next
         if self.everyone:
             self._check_targets(pids)  # (exits to exit_order, trimmed by _current)

@@ -70,6 +70,9 @@ class SitesCsv:
                                  c.live_allocs, c.alloc_bytes, c.allocs, c.frees])
                 n += 1
         self._sync()
+        if len(self._last) > 2 * sum(len(p.sites) for p in snap.processes.values()) + 1000:
+            # processes no longer shown (--all forgets old exited ones): their sites go
+            self._last = {k: v for k, v in self._last.items() if k[0] in snap.processes}
         return n
 
     def close(self) -> None:
