@@ -728,7 +728,9 @@ class Session:
             self._forget(*dropped)
         keep, retire = [], []
         for k, slot, v in raw:
-            tgid, gen, _ = layout.decode_owned_key(k)
+            tgid, gen, stack = layout.decode_owned_key(k)
+            if self.everyone and tgid not in dropped:  # its stack goes when the process is forgotten
+                self._stack_keys.setdefault(tgid, set()).add(stack)
             if tgid in dropped or gen != self.cur_gen.get(tgid):
                 retire.append((k, slot))
                 self._dead.add((tgid, gen))
@@ -761,8 +763,6 @@ class Session:
             tgid, stack = layout.decode_key(k)
             by_slot[slot] = stack
             sites.append((tgid, stack, layout.decode_site(v)))
-            if self.everyone:
-                self._stack_keys.setdefault(tgid, set()).add(stack)
             if self.everyone and tgid not in self.started:
                 self._track(tgid)
         if self.o.min_age is not None:
