@@ -7,7 +7,7 @@ last interval, nothing registered after it ends. The script does the checks
 and prints them as a Markdown table; this test runs it against the venv's
 heaptrace and wants exit status 0, once with ``-p`` and once with ``--all``
 (``heaptrace --all --budget 0``: every process on the host, spawn's children
-too; at most 100 exited processes kept an interval).
+too; at most 100 exited processes kept from one interval to the next).
 """
 from __future__ import annotations
 
@@ -37,5 +37,5 @@ def test_soak_short_form(tmp_path, targets):
     assert "**FAILED**" not in table, said
     for check in ("heaptrace exits 0 after SIGINT", "sites CSV: one timestamp an interval",
                   "leak: leak_request live bytes exact", "nothing left registered",
-                  *(["--all: at most 100 exited processes an interval"] if targets else [])):
+                  *(["--all: at most 100 exited processes kept from one interval to the next"] if targets else [])):
         assert f"| {check} | ok |" in table, said
