@@ -126,6 +126,17 @@ static __always_inline __u64 owner_of(struct thread_state *ts, __u32 tgid)
     return (__u64)tgid | ((__u64)ts->gen << 32);
 }
 
+/* The incarnation in a block's key. With --all, blocks of an ended
+ * incarnation must never match a free (their sites' counter slots are used
+ * again). With -p/-c slots are never used again, so a stale block charges
+ * only a retired slot: keys carry no incarnation, and free needs no thread
+ * state lookup (~50 ns a call). */
+#ifdef ALL_PROCESSES
+#define BLOCK_GEN(owner) ((__u32)((owner) >> 32))
+#else
+#define BLOCK_GEN(owner) 0
+#endif
+
 /* The stack of an allocation: ip0 is the allocator's caller (the return
  * address), fp its frame pointer register, sp the stack pointer at that
  * point. Frames are taken from the frame-pointer chain while it rises on
@@ -285,7 +296,7 @@ static __always_inline void charge(__u32 slot, __s64 bytes,
 /* Forget a block; returns 1 if it was tracked. */
 static __always_inline int release(__u64 owner, __u64 addr, int count_unknown)
 {
-    struct alloc_key ak = {.tgid = (__u32)owner, .gen = owner >> 32, .addr = addr};
+    struct alloc_key ak = {.tgid = (__u32)owner, .gen = BLOCK_GEN(owner), .addr = addr};
     struct alloc_info *ai = allocs.lookup(&ak);
     if (!ai) {
         if (count_unknown)
@@ -306,7 +317,7 @@ static __always_inline void track(__u64 owner, __u64 addr, __u64 size, __u32 slo
 {
     if (slot == NO_SLOT)
         return; /* counted as lost by slot_of */
-    struct alloc_key ak = {.tgid = (__u32)owner, .gen = owner >> 32, .addr = addr};
+    struct alloc_key ak = {.tgid = (__u32)owner, .gen = BLOCK_GEN(owner), .addr = addr};
     struct alloc_info ai = {.size = size, .slot = slot, .weight = w};
 #ifdef TRACK_AGE
     ai.ts = bpf_ktime_get_ns();
@@ -366,7 +377,7 @@ int alloc_return(struct pt_regs *ctx)
             return 0;
         }
         if (ts->ptr) {
-            struct alloc_key ak = {.tgid = tgid, .gen = owner >> 32, .addr = ts->ptr};
+            struct alloc_key ak = {.tgid = tgid, .gen = BLOCK_GEN(owner), .addr = ts->ptr};
             struct alloc_info *ai = allocs.lookup(&ak);
             if (ai) {
                 /* The block stays charged to the site that holds it:
@@ -378,7 +389,7 @@ int alloc_return(struct pt_regs *ctx)
                 moved.size = ts->size;
                 if (addr != ts->ptr)
                     allocs.delete(&ak);
-                struct alloc_key nk = {.tgid = tgid, .gen = owner >> 32, .addr = addr};
+                struct alloc_key nk = {.tgid = tgid, .gen = BLOCK_GEN(owner), .addr = addr};
                 if (allocs.update(&nk, &moved)) {
                     stat_inc(STAT_LOST_ALLOC_MAP_FULL);
                     charge(slot, -(__s64)(moved.size - delta) * w, 0, 0, w);
@@ -456,9 +467,13 @@ int free_enter(struct pt_regs *ctx)
     int mode = MODE(tgid);
     if (mode == MODE_OFF)
         return 0;
+#ifdef ALL_PROCESSES
     struct thread_state *ts = thread();
     if (ts)
         release(owner_of(ts, tgid), addr, mode == MODE_FULL);
+#else
+    release(tgid, addr, 1); /* block keys carry no incarnation here (BLOCK_GEN) */
+#endif
     return 0;
 }
 

@@ -299,8 +299,8 @@ class Kernel:
 
     def retire(self, sites: list[tuple[bytes, int]]) -> None:
         """Forget sites of processes that ended (exited, or exec'd another
-        program): their (site_key, slot) pairs. Each slot is zeroed and
-        handed back to the kernel to be used again."""
+        program): their (site_key, slot) pairs. With --all each slot is
+        zeroed and handed back to the kernel to be used again."""
         table, counts, free = self._map("sites"), self._map("counts"), self._map("free_slots")
         zero = counts.Leaf()
         for key, slot in sites:
@@ -308,6 +308,8 @@ class Kernel:
                 del table[table.Key.from_buffer_copy(key)]
             except KeyError:
                 continue  # already gone: its slot too
+            if not self.limits.all_processes:
+                continue  # -p/-c: a stale block may still charge it (see BLOCK_GEN): never used again
             counts[ctypes.c_int(slot)] = zero
             try:
                 free.push(ctypes.c_uint32(slot))
