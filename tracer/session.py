@@ -726,11 +726,14 @@ class Session:
                 if pid in self.exited:
                     dropped.add(pid)
             self._forget(*dropped)
-        keep, retire = [], []
+        keep, retire, gone_stacks = [], [], []
         for k, slot, v in raw:
             tgid, gen, stack = layout.decode_owned_key(k)
-            if self.everyone and tgid not in dropped:  # its stack goes when the process is forgotten
-                self._stack_keys.setdefault(tgid, set()).add(stack)
+            if self.everyone:  # its stack goes when the process is forgotten (now, if it is)
+                if tgid in dropped:
+                    gone_stacks.append((tgid, stack))
+                else:
+                    self._stack_keys.setdefault(tgid, set()).add(stack)
             if tgid in dropped or gen != self.cur_gen.get(tgid):
                 retire.append((k, slot))
                 self._dead.add((tgid, gen))
@@ -739,6 +742,8 @@ class Session:
                 keep.append((k, slot, v))
         if retire:
             kernel.retire(retire)
+        if gone_stacks:  # (dropped before a drain had seen their sites: a burst of exits)
+            kernel.forget_stacks(gone_stacks)
         if self._stale > kernel.limits.max_allocs // 10 or len(self._dead) > 20_000:
             # Blocks the ended processes never freed fill the allocs map:
             # sweep them out (they would otherwise stay to the end).
