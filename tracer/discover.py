@@ -1,21 +1,16 @@
-"""Every process on the host and the allocator files they map (for ``--all``).
+"""Every process on the host, its cgroup, and the ``--all`` filters.
 
-Groundwork for issue #4: not wired into a session yet. Allocator files are
-found by identity (device, inode) across ``/proc/*/maps``, so a container's
-own libc (another file) is found and probed once, and a file shared by a
-thousand processes is probed once. Each file is opened through the
-``/proc/PID/root`` of a process that maps it (its mount namespace). Process
-groups come from ``/proc/PID/cgroup``.
+Process groups come from ``/proc/PID/cgroup``; the allocator files the
+processes map are found by ``tracer.allprocs``.
 """
 from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from dataclasses import dataclass
+from typing import Iterable
 
-from .procmaps import ProcessGone, host_path, read_comm, read_maps
-from .targets import Library, classify
+from .procmaps import read_comm
 
 
 @dataclass(frozen=True)
@@ -23,15 +18,6 @@ class ProcInfo:
     pid: int
     comm: str
     cgroup: str      # the cgroup v2 path ("/" for the root), or v1's systemd/first one
-
-
-@dataclass
-class AllocatorFile:
-    """One allocator file (by device and inode) and the processes mapping it."""
-
-    identity: tuple[int, int]
-    library: Library          # as the first process seen maps it
-    pids: set[int] = field(default_factory=set)
 
 
 def parse_cgroup(text: str) -> str:
@@ -114,30 +100,4 @@ def select(procs: Iterable[ProcInfo], *, comm: str | None = None, cgroup: str | 
                                        or container_of(p.cgroup) == cgroup):
             continue
         out.append(p)
-    return out
-
-
-def allocator_files(pids: Iterable[int], proc: str = "/proc",
-                    classify_fn: Callable[[str, str, tuple[int, int]], Library | None] = classify
-                    ) -> dict[tuple[int, int], AllocatorFile]:
-    """The allocator files the given processes map, by (device, inode);
-    each file is classified (its ELF read) once, whoever maps it."""
-    out: dict[tuple[int, int], AllocatorFile] = {}
-    seen: dict[tuple[int, int], bool] = {}   # identity -> is an allocator
-    for pid in pids:
-        try:
-            maps = read_maps(pid, proc)
-        except (ProcessGone, PermissionError):
-            continue
-        for m in maps:
-            if not m.executable or not m.path.startswith("/"):
-                continue
-            ident = (m.dev, m.inode)
-            if ident not in seen:
-                lib = classify_fn(host_path(pid, m.path, proc, ident), m.path, ident)
-                seen[ident] = lib is not None
-                if lib is not None:
-                    out[ident] = AllocatorFile(ident, lib)
-            if seen[ident]:
-                out[ident].pids.add(pid)
     return out

@@ -321,7 +321,6 @@ class Kernel:
         blocks they never freed, which no free can match any more. O(live
         blocks): done now and then, not every interval. The number deleted."""
         table = self._map("allocs")
-        ksize = ctypes.sizeof(table.Key)
         doomed = []
         for k, _v in self._items(table):
             if (int.from_bytes(k[0:4], "little"), int.from_bytes(k[4:8], "little")) in dead:
@@ -337,7 +336,6 @@ class Kernel:
                         del table[k]
                     except KeyError:
                         pass
-        assert ksize == layout.KEY.size
         return len(doomed)
 
     def open_vm_events(self, callback: Callable[[bytes], None]) -> None:

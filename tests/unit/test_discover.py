@@ -1,7 +1,7 @@
-"""Process discovery for --all (groundwork): cgroups, filters, allocator files by identity."""
+"""Process discovery for --all: cgroups, filters, allocator files by identity."""
 from hypothesis import given, strategies as st
 
-from tracer import discover
+from tracer import allprocs, discover
 from tracer.discover import ProcInfo
 from tracer.targets import Library
 
@@ -51,7 +51,7 @@ def _fake_proc(tmp_path):
     return str(tmp_path)
 
 
-def test_allocator_files_by_identity_each_classified_once(tmp_path):
+def test_allocator_files_by_identity_each_classified_once(tmp_path, monkeypatch):
     proc = _fake_proc(tmp_path)
     calls = []
 
@@ -59,9 +59,12 @@ def test_allocator_files_by_identity_each_classified_once(tmp_path):
         calls.append(ident)
         return Library(display, open_path, ident, True, False) if "libc" in display else None
 
-    files = discover.allocator_files(discover.list_pids(proc), proc, classify)
-    by_inode = {ident[1]: sorted(f.pids) for ident, f in files.items()}
-    assert by_inode == {100: [10, 11], 300: [12]}
-    assert sorted(calls) == sorted(set(calls)) and len(calls) == 3   # 100, 200, 300: once each
-    assert files[((8, 1), 100)].library.open_path == f"{proc}/10/root/usr/lib/libc.so.6"
+    monkeypatch.setattr(allprocs.targets, "classify", classify)
+    every = allprocs.AllProcesses(allprocs.Filters(), own_pid=1, proc=proc)
+    files = {pid: every.new_files(pid) for pid in discover.list_pids(proc)}
+    assert {pid: [lib.identity[1] for lib in libs] for pid, libs in files.items()} == {10: [100], 11: [], 12: [300]}
+    # 100 and 300 read once each; /usr/bin/app not at all (not an allocator's name)
+    assert sorted(calls) == sorted(set(calls)) and len(calls) == 2
+    assert files[10][0].open_path == f"{proc}/10/root/usr/lib/libc.so.6"
+    assert every.glibc == {10, 11, 12}
     assert [p.pid for p in discover.processes(proc)] == [10, 11, 12]

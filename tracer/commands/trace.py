@@ -118,7 +118,7 @@ def prepare_parser(p: argparse.ArgumentParser) -> None:
 
 
 def options(args: argparse.Namespace):
-    from ..allprocs import Filters
+    from ..allprocs import AllProcesses, Filters
     from ..session import Options
     if not args.pid and args.command is None and not args.all_processes:
         raise UsageError("nothing to trace: give -p PID, -c 'CMD ARGS' or --all "
@@ -147,6 +147,8 @@ def options(args: argparse.Namespace):
             raise UsageError(f"cannot parse -c {args.command!r}: {e}")
         if not command:
             raise UsageError("-c needs a command, e.g. -c './server --port 8080'")
+    filters = Filters(comm=args.comm, cgroup=args.cgroup, exclude_pids=args.exclude_pid)
+    default_mode = (AllProcesses(filters, 0).default_mode() if args.all_processes else C["MODE_OFF"])
     return Options(pids=args.pid or [], command=command, interval=args.interval, count=args.count,
                    duration=args.duration, top=args.top, min_age=args.min_age, csv=args.csv,
                    plain=args.plain, verbose=args.verbose,
@@ -154,10 +156,9 @@ def options(args: argparse.Namespace):
                                  max_sites=args.max_sites, min_size=args.min_size,
                                  max_size=args.max_size, track_age=args.min_age is not None,
                                  mappings=args.mappings, all_processes=args.all_processes,
-                                 default_mode=(C["MODE_OFF"] if args.comm is not None or args.cgroup is not None
-                                               else C["MODE_FULL"]) if args.all_processes else C["MODE_OFF"]),
+                                 default_mode=default_mode),
                    all_processes=args.all_processes, kernel_only=args.kernel_only, budget=args.budget / 100,
-                   filters=Filters(comm=args.comm, cgroup=args.cgroup, exclude_pids=args.exclude_pid))
+                   filters=filters)
 
 
 def run(args: argparse.Namespace) -> int:
