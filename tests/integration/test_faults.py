@@ -60,15 +60,26 @@ def perf_attachments(pid: int) -> list[dict]:
     return [e for e in _bpftool_json("perf", "list") if e.get("pid") == pid]
 
 
+def _fdinfos(pid: int) -> list[str]:
+    """The texts of ``pid``'s /proc fdinfo files; a descriptor closed while
+    they are read (the process runs on) is skipped."""
+    texts = []
+    try:
+        files = list(Path(f"/proc/{pid}/fdinfo").iterdir())
+    except OSError:
+        return texts
+    for f in files:
+        try:
+            texts.append(f.read_text())
+        except OSError:
+            continue
+    return texts
+
+
 def programs_held_by(pid: int) -> set[int]:
     """IDs of the BPF programs whose file descriptors ``pid`` holds."""
     ids = set()
-    fdinfo = Path(f"/proc/{pid}/fdinfo")
-    for f in fdinfo.iterdir():
-        try:
-            text = f.read_text()
-        except OSError:
-            continue
+    for text in _fdinfos(pid):
         m = re.search(r"^prog_id:\s*(\d+)", text, re.M)
         if m:
             ids.add(int(m.group(1)))
@@ -212,9 +223,7 @@ def test_signal_during_start_up_ends_at_once_with_nothing_attached(ht):
     w = ht.program("workload", "family")
     h = ht.heaptrace(["-p", str(w.pid)])
     end = time.monotonic() + 60
-    while not any(re.search(r"^map_id:", Path(f"/proc/{h.pid}/fdinfo/{fd}").read_text(), re.M)
-                  for fd in os.listdir(f"/proc/{h.pid}/fd")
-                  if os.path.exists(f"/proc/{h.pid}/fdinfo/{fd}")):
+    while not any(re.search(r"^map_id:", text, re.M) for text in _fdinfos(h.pid)):
         assert time.monotonic() < end and h.p.poll() is None, h.transcript()
         time.sleep(0.01)                  # until bcc made its maps: compiled, attaching next
     h.p.send_signal(signal.SIGTERM)
