@@ -135,6 +135,12 @@ class ElfFile:
             raise ElfError(f"{path}: cannot open: {e.strerror or e}") from e
         return cls(path, str(e_type), segments, identity, interp)
 
+    @property
+    def loaded_symbols(self) -> int:
+        """Functions held in memory (0 until a lookup loads the tables): the
+        caller's measure of what this file costs to keep (~170 bytes each)."""
+        return len(self._tables.names) if self._tables is not None else 0
+
     def interpreter(self) -> str | None:
         """The program interpreter (PT_INTERP), e.g. the dynamic linker."""
         return self.interp

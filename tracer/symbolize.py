@@ -2,13 +2,18 @@
 
 Per pid we remember the executable mappings from ``/proc/PID/maps``; per
 file identity ``(dev, inode)`` we keep one :class:`~tracer.elfsyms.ElfFile`,
-so a library shared by hundreds of processes is parsed once.  Nothing here
-raises on unreadable processes or files: the result just has less detail.
+so a library shared by hundreds of processes is parsed once.  The files are
+kept least recently used first and dropped past :data:`MAX_CACHED_SYMBOLS`
+symbols or :data:`MAX_CACHED_FILES` files, so a long ``--all`` session on a
+host that runs ever new binaries stays bounded (a dropped file is read again
+if it is needed again).  Nothing here raises on unreadable processes or
+files: the result just has less detail.
 """
 from __future__ import annotations
 
 import os
 from bisect import bisect_right
+from collections import OrderedDict
 from typing import Callable, Hashable
 
 from .demangle import demangle
@@ -19,6 +24,10 @@ __all__ = ["Symbolizer"]
 
 #: Per-pid frame cache bound; the cache is dropped when it grows past this.
 MAX_FRAMES_PER_PID = 100_000
+#: Symbols kept in parsed ELF files (about 170 bytes each: ~85 MiB).
+MAX_CACHED_SYMBOLS = 500_000
+#: Files kept (their headers: segments, identity) whatever their symbols.
+MAX_CACHED_FILES = 2_000
 
 
 class _PidMaps:
@@ -50,7 +59,7 @@ class Symbolizer:
         self._open_elf = open_elf
         self._maps: dict[int, _PidMaps] = {}
         self._frames: dict[int, dict[int, str]] = {}
-        self._elves: dict[Hashable, ElfFile] = {}  # by file identity
+        self._elves: OrderedDict[Hashable, ElfFile] = OrderedDict()  # by file identity, LRU first
         self._failed: set[tuple[Hashable, int]] = set()  # (file, pid) that could not be opened
 
     def refresh(self, pid: int, maps: list[Mapping] | None = None) -> None:
@@ -120,20 +129,38 @@ class Symbolizer:
             elf = self._elf(key, pid, m)
             if elf is not None:
                 vaddr = elf.vaddr_of_offset(addr - m.start + m.offset)
+                loaded = elf.loaded_symbols
                 try:
                     hit = elf.lookup(vaddr) if vaddr is not None else None
                 except ElfError:  # symbol tables unreadable, or file changed
                     self._elves.pop(key, None)
                     self._failed.add((key, pid))
                     hit = None
+                if elf.loaded_symbols != loaded:
+                    self._trim()
                 if hit is not None:
                     return f"{demangle(hit[0])}+{hit[1]:#x} [{module}]"
         return f"{addr:#x} [{module}]"
 
+    def cached_symbols(self) -> int:
+        """Symbols held by the cached ELF files."""
+        return sum(e.loaded_symbols for e in self._elves.values())
+
+    def _trim(self) -> None:
+        """Drop the least recently used files past the bounds (never the
+        most recent one, however large)."""
+        total = self.cached_symbols()
+        while len(self._elves) > 1 and (total > MAX_CACHED_SYMBOLS or len(self._elves) > MAX_CACHED_FILES):
+            _, old = self._elves.popitem(last=False)
+            total -= old.loaded_symbols
+
     def _elf(self, key: Hashable, pid: int, m: Mapping) -> ElfFile | None:
         elf = self._elves.get(key)
-        if elf is not None or (key, pid) in self._failed:
+        if elf is not None:
+            self._elves.move_to_end(key)
             return elf
+        if (key, pid) in self._failed:
+            return None
         if m.deleted:
             # The path now names another file (or nothing); the kernel still
             # exposes the mapped one here (needs CAP_SYS_ADMIN).
@@ -148,6 +175,8 @@ class Symbolizer:
             except ElfError:
                 continue
             self._elves[key] = elf
+            if len(self._elves) > MAX_CACHED_FILES:
+                self._trim()
             return elf
         # Not visible to this pid (e.g. exited container); another pid may succeed.
         self._failed.add((key, pid))

@@ -173,6 +173,58 @@ def test_different_inode_opened_separately(proc: FakeProc, sym: Symbolizer, open
     assert opener.calls.count(str(leaky)) == 2
 
 
+def _distinct_files(proc: FakeProc, leaky: Path, n: int) -> None:
+    """pids 100.. each mapping the program under its own inode: n files."""
+    for i in range(n):
+        proc.add(100 + i, "\n".join(map_lines(str(leaky), BASE, 5000 + i, leaky)) + "\n")
+
+
+def test_symbol_cache_bounded_least_recently_used_dropped(proc: FakeProc, sym: Symbolizer, opener: CountingOpen,
+                                                           leaky: Path, syms: dict[str, int], monkeypatch) -> None:
+    """Past MAX_CACHED_SYMBOLS the least recently used file goes; the one
+    used again stays; a dropped file is read again when needed, right."""
+    import tracer.symbolize as symbolize
+    per_file = ElfFile.open(str(leaky))
+    per_file.lookup(syms["leak_here"])
+    monkeypatch.setattr(symbolize, "MAX_CACHED_SYMBOLS", 3 * per_file.loaded_symbols)
+    _distinct_files(proc, leaky, 5)
+    addr = BASE + syms["leak_here"] + 1
+    for pid in (100, 101, 102):
+        assert sym.frame(pid, addr) == "leak_here+0x1 [leaky]"
+    sym._frames.clear()                       # frame texts are cached per pid: go to the files
+    assert sym.frame(100, addr) == "leak_here+0x1 [leaky]"   # 100 used again: 101 is now the oldest
+    assert sym.frame(103, addr) == "leak_here+0x1 [leaky]"
+    assert sym.cached_symbols() <= 3 * per_file.loaded_symbols
+    assert len(opener.calls) == 4
+    sym._frames.clear()
+    assert sym.frame(100, addr) == "leak_here+0x1 [leaky]"   # kept
+    assert len(opener.calls) == 4
+    assert sym.frame(101, addr) == "leak_here+0x1 [leaky]"   # dropped: read again
+    assert len(opener.calls) == 5
+
+
+def test_file_count_bounded(proc: FakeProc, sym: Symbolizer, opener: CountingOpen, leaky: Path,
+                            syms: dict[str, int], monkeypatch) -> None:
+    import tracer.symbolize as symbolize
+    monkeypatch.setattr(symbolize, "MAX_CACHED_FILES", 2)
+    _distinct_files(proc, leaky, 6)
+    for pid in range(100, 106):
+        assert sym.frame(pid, BASE + syms["other_function"]) == "other_function+0x0 [leaky]"
+    assert len(sym._elves) == 2
+
+
+def test_one_file_larger_than_the_bound_is_kept(proc: FakeProc, sym: Symbolizer, opener: CountingOpen,
+                                                leaky: Path, syms: dict[str, int], monkeypatch) -> None:
+    import tracer.symbolize as symbolize
+    monkeypatch.setattr(symbolize, "MAX_CACHED_SYMBOLS", 1)
+    _distinct_files(proc, leaky, 1)
+    addr = BASE + syms["leak_here"]
+    assert sym.frame(100, addr) == "leak_here+0x0 [leaky]"
+    sym._frames.clear()
+    assert sym.frame(100, addr) == "leak_here+0x0 [leaky]"
+    assert len(opener.calls) == 1
+
+
 def test_frames_cached_per_pid_and_address(proc: FakeProc, sym: Symbolizer, leaky: Path, syms: dict[str, int]) -> None:
     proc.add(100, standard_maps(leaky))
     addr = BASE + syms["leak_here"] + 3
