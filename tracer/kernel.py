@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import itertools
 import os
 import re
 from concurrent.futures import ThreadPoolExecutor
@@ -215,17 +216,56 @@ class Kernel:
     def _map(self, name: str):
         return self.bpf[name.encode()]
 
-    @staticmethod
-    def _items(table) -> Iterator[tuple[bytes, bytes]]:
-        try:
-            it = list(table.items_lookup_batch())
-        except Exception:  # kernels without batch ops for this map type
-            it = list(table.items())
+    #: Entries read per batch syscall: bounded buffers (bcc's own batch
+    #: reader allocates max_entries of each: 160 MiB for allocs).
+    BATCH = 16384
+
+    @classmethod
+    def _batches(cls, table) -> Iterator[tuple[bytes, bytes, int]]:
+        """The map's (keys, values, n) as raw bytes, BATCH entries a time,
+        in reused buffers: memory bounded whatever the map holds. Raises
+        OSError if the kernel refuses the first batch (no batch ops for
+        this map type); the map may change between batches, as with any
+        walk of a live map."""
+        from bcc.libbcc import lib
+        ks, vs = ctypes.sizeof(table.Key), ctypes.sizeof(table.Leaf)
+        chunk = max(1, min(cls.BATCH, table.max_entries))
+        keys = (ctypes.c_char * (ks * chunk))()
+        vals = (ctypes.c_char * (vs * chunk))()
+        # Where the kernel left off: a hash bucket (u32), room for more.
+        token = ctypes.cast((ctypes.c_uint32 * 4)(), ctypes.POINTER(ctypes.c_uint32))
+        first = True
+        while True:
+            count = ctypes.c_uint32(chunk)
+            res = lib.bpf_lookup_batch(table.map_fd, None if first else token, token,
+                                       ctypes.byref(keys), ctypes.byref(vals), ctypes.byref(count))
+            err = ctypes.get_errno()
+            if res != 0 and err != errno.ENOENT:
+                raise OSError(err, f"BPF_MAP_LOOKUP_BATCH: {os.strerror(err)}")
+            n = count.value
+            if n:
+                yield keys.raw[:n * ks], vals.raw[:n * vs], n
+            if res != 0 or n == 0:   # ENOENT: the last batch
+                return
+            first = False
+
+    @classmethod
+    def _items(cls, table) -> Iterator[tuple[bytes, bytes]]:
         ksize, vsize = ctypes.sizeof(table.Key), ctypes.sizeof(table.Leaf)
-        for k, v in it:
-            # bcc hands scalar keys and values over as Python ints
-            yield (k.to_bytes(ksize, "little") if isinstance(k, int) else bytes(k),
-                   v.to_bytes(vsize, "little") if isinstance(v, int) else bytes(v))
+        batches = cls._batches(table)
+        try:
+            first = next(batches, None)
+        except OSError:  # kernels without batch ops for this map type
+            for k, v in list(table.items()):
+                # bcc hands scalar keys and values over as Python ints
+                yield (k.to_bytes(ksize, "little") if isinstance(k, int) else bytes(k),
+                       v.to_bytes(vsize, "little") if isinstance(v, int) else bytes(v))
+            return
+        if first is None:
+            return
+        for keys, vals, n in itertools.chain([first], batches):
+            for i in range(n):
+                yield keys[i * ksize:(i + 1) * ksize], vals[i * vsize:(i + 1) * vsize]
 
     def _slots_used(self) -> int:
         """One past the highest counters slot handed out (per-CPU counters)."""
@@ -319,24 +359,35 @@ class Kernel:
     def sweep_allocs(self, dead: set[tuple[int, int]]) -> int:
         """Delete the block records of processes that ended, by (tgid, gen):
         blocks they never freed, which no free can match any more. O(live
-        blocks): done now and then, not every interval. The number deleted."""
+        blocks), in batches of raw keys (no object per block): done now and
+        then, not every interval. The number deleted."""
+        from bcc.libbcc import lib
         table = self._map("allocs")
-        doomed = []
-        for k, _v in self._items(table):
-            if (int.from_bytes(k[0:4], "little"), int.from_bytes(k[4:8], "little")) in dead:
-                doomed.append(k)
-        for i in range(0, len(doomed), 65536):
-            part = doomed[i:i + 65536]
-            keys = (table.Key * len(part))(*[table.Key.from_buffer_copy(k) for k in part])
-            try:
-                table.items_delete_batch(keys)
-            except Exception:  # no batch deletion: one at a time
-                for k in keys:
-                    try:
-                        del table[k]
-                    except KeyError:
-                        pass
-        return len(doomed)
+        owners = {tgid | gen << 32 for tgid, gen in dead}   # a key's first 8 bytes
+        ks = ctypes.sizeof(table.Key)   # layout.KEY: tgid, gen, addr
+        step = ks // 8
+        doomed = bytearray()
+        for keys, _vals, n in self._batches(table):
+            words = memoryview(keys).cast("Q")
+            for i in range(0, n * step, step):
+                if words[i] in owners:
+                    doomed += keys[i * 8:i * 8 + ks]
+        total = len(doomed) // ks
+        chunk = self.BATCH
+        for i in range(0, total, chunk):
+            part = bytes(doomed[i * ks:(i + chunk) * ks])
+            count = ctypes.c_uint32(len(part) // ks)
+            buf = ctypes.create_string_buffer(part, len(part))
+            if lib.bpf_delete_batch(table.map_fd, ctypes.byref(buf), ctypes.byref(count)) == 0:
+                continue
+            # No batch deletion, or a key already gone (freed meanwhile):
+            # the rest one at a time.
+            for j in range(count.value * ks, len(part), ks):
+                try:
+                    del table[table.Key.from_buffer_copy(part, j)]
+                except KeyError:
+                    pass
+        return total
 
     def open_vm_events(self, callback: Callable[[bytes], None]) -> None:
         """Each VM syscall event, as raw struct vm_event bytes, to callback."""
