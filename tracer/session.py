@@ -75,6 +75,25 @@ MAX_EXITED = 100
 BREAKDOWNS_PER_INTERVAL = 8
 BREAKDOWN_SHARE = 0.01
 REFRESH_INTERVALS = 300
+#: Ended incarnations whose unfreed blocks wait in the ``allocs`` map to be
+#: swept: a sweep (O(live blocks)) is due once SWEEP_DEAD of them are known
+#: and SWEEP_SPACING times the last sweep's duration has passed since it
+#: ended; at once when SWEEP_DEAD_MAX are known or their blocks fill a tenth
+#: of the map. Bounds what the session remembers of ended processes however
+#: long it runs (20 exits a second: a sweep every ~100 s).
+SWEEP_DEAD = 2_048
+SWEEP_DEAD_MAX = 20_000
+SWEEP_SPACING = 10
+
+
+def sweep_due(dead: int, stale: int, max_allocs: int, now: float, next_ok: float) -> bool:
+    """Whether to sweep the blocks of ``dead`` ended incarnations (``stale``
+    blocks about) out of an ``allocs`` map of ``max_allocs`` entries now."""
+    if dead == 0:
+        return False
+    if stale > max_allocs // 10 or dead > SWEEP_DEAD_MAX:
+        return True
+    return dead >= SWEEP_DEAD and now >= next_ok
 
 
 def _stat_fields(pid: int) -> list[bytes] | None:
@@ -303,6 +322,7 @@ class Session:
         self._early_exits: dict[int, int] = {}          # --all: exited before first seen -> interval
         self._check_files: set[int] = set()             # --all: mapped an executable file this tick
         self._stale = 0                                 # their blocks still recorded (about)
+        self._sweep_next = 0.0                          # when a sweep may be due again (SWEEP_SPACING)
         self._event_comm: dict[int, str] = {}           # names the exec/exit events carried
 
     # -- signals -------------------------------------------------------------
@@ -744,13 +764,15 @@ class Session:
             kernel.retire(retire)
         if gone_stacks:  # (dropped before a drain had seen their sites: a burst of exits)
             kernel.forget_stacks(gone_stacks)
-        if self._stale > kernel.limits.max_allocs // 10 or len(self._dead) > 20_000:
+        if sweep_due(len(self._dead), self._stale, kernel.limits.max_allocs, time.monotonic(), self._sweep_next):
             # Blocks the ended processes never freed fill the allocs map:
             # sweep them out (they would otherwise stay to the end).
             t = time.monotonic()
             n = kernel.sweep_allocs(self._dead)
+            end = time.monotonic()
+            self._sweep_next = end + SWEEP_SPACING * (end - t)
             if self.o.verbose:
-                _log(f"heaptrace: {n:,} records of ended processes swept in {time.monotonic() - t:.2f} s")
+                _log(f"heaptrace: {n:,} records of {len(self._dead):,} ended processes swept in {end - t:.3f} s")
             self._dead, self._stale = set(), 0
         return keep
 
