@@ -250,6 +250,24 @@ def test_forked_children_that_exit_are_marked_exited_and_bounded(ht):
     assert set(shown.exited) <= {1}, shown[shown.exited == 0]
 
 
+def test_blocks_of_forgotten_processes_are_swept(ht):
+    """2,600 children each leave 2 blocks and exit: beyond the 100 kept,
+    they are forgotten, and once 2,048 ended incarnations wait
+    (tracer.session.SWEEP_DEAD) their blocks are swept out of the allocs
+    map during the session, not at its end."""
+    children, n, size = 2600, 2, 1511
+    h, held = trace_all(ht, "-v")
+    w = ht.program("allproc", "fork", str(children), str(n), str(size), "0")
+    go(w)
+    settle(h, 3)
+    finish(ht, h, held)
+    swept = [re.search(r"heaptrace: ([\d,]+) records of ([\d,]+) ended processes swept", l) for l in h.err]
+    swept = [(int(m[1].replace(",", "")), int(m[2].replace(",", ""))) for m in swept if m]
+    assert swept, h.transcript()
+    records, dead = swept[0]
+    assert dead >= 2048 and records >= 2048, swept
+
+
 # -- filters -----------------------------------------------------------------------
 
 def only_the_first_is_traced(ht, h, held, traced, untraced, n: int, size: int) -> None:
