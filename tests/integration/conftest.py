@@ -18,6 +18,7 @@ import shlex
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -153,13 +154,31 @@ def running(exe: str) -> list[int]:
     return out
 
 
+# A test run started with nohup ignores SIGHUP, and every program it starts
+# would inherit that (heaptrace then keeps running on a hang-up, as nohup
+# asks): programs are then started through this, which gives SIGHUP back its
+# default action and execs them (same PID), as a terminal session would.
+_HUP_DEFAULT = ("import os, signal, sys; signal.signal(signal.SIGHUP, signal.SIG_DFL); "
+                "os.execvp(sys.argv[1], sys.argv[1:])")
+
+
+def _launch_argv(argv: list[str], hup_ignored: bool) -> list[str]:
+    """``argv`` as started: SIGHUP ignored in it if ``hup_ignored``, at its
+    default action otherwise, whatever the test run's own disposition."""
+    if hup_ignored:
+        return ["nohup", *argv]
+    if signal.getsignal(signal.SIGHUP) == signal.SIG_IGN:
+        return [sys.executable, "-c", _HUP_DEFAULT, *argv]
+    return argv
+
+
 class Proc:
     """A subprocess whose stdout and stderr are read line by line in threads."""
 
-    def __init__(self, argv: list[str], *, stdin=subprocess.PIPE, env=None):
+    def __init__(self, argv: list[str], *, stdin=subprocess.PIPE, env=None, hup_ignored: bool = False):
         self.argv = argv
-        self.p = subprocess.Popen(argv, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                  env=env)
+        self.p = subprocess.Popen(_launch_argv(argv, hup_ignored), stdin=stdin, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, env=env)
         self.pid = self.p.pid
         self.out: list[str] = []
         self.err: list[str] = []
@@ -259,10 +278,10 @@ class Heaptrace(Proc):
     """``heaptrace ARGS --plain --csv CSV INTERVAL [COUNT]`` and its session."""
 
     def __init__(self, args: list[str], csv: Path, *, interval: float = INTERVAL, tail: list[str] = (),
-                 stdin=subprocess.PIPE):
+                 stdin=subprocess.PIPE, hup_ignored: bool = False):
         self.csv = csv
         super().__init__([str(HEAPTRACE), *args, "--plain", "--csv", str(csv), str(interval), *tail],
-                         stdin=stdin)
+                         stdin=stdin, hup_ignored=hup_ignored)
         self.traced: list[int] = []
         self.tracing_line: str | None = None
 

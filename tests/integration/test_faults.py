@@ -195,6 +195,22 @@ def test_signal_ends_the_session_with_everything_detached(ht, how, sig):
         assert w.p.poll() is None, "heaptrace -p must leave its target running"
 
 
+def test_started_with_nohup_a_hang_up_does_not_end_the_session(ht):
+    """Under nohup (SIGHUP ignored) heaptrace keeps ignoring hang-ups, as
+    nohup asks; SIGINT still ends it cleanly."""
+    w = ht.program("workload", "family")
+    h = ht.heaptrace(["-p", str(w.pid)], hup_ignored=True)
+    h.wait_tracing()
+    held = Held(h)
+    os.kill(h.pid, signal.SIGHUP)
+    n = printed_intervals(h)
+    h.wait_intervals(2, len(h.out))
+    assert h.p.poll() is None and printed_intervals(h) >= n + 2, h.transcript()
+    assert h.interrupt() == 0, h.transcript()
+    assert "heaptrace: stopped by SIGINT" in h.err, h.transcript()
+    held.assert_nothing_left(h)
+
+
 def orphaned_programs(names: set[str]) -> dict[int, str]:
     """Loaded programs named like heaptrace's that no live process holds
     (another session's are held by it), after their grace period."""
